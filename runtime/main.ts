@@ -1,0 +1,143 @@
+/**
+ * `bpfd`: the target runtime. Reads BPFd protocol commands on stdin, answers
+ * on stdout, and cleans up everything it created when the session ends (exit,
+ * EOF, SIGTERM, SIGHUP or SIGINT).
+ *
+ * @example
+ * ```sh
+ * printf 'HELLO\nexit\n' | deno run -A runtime/main.ts
+ * ```
+ * @module
+ */
+
+import { SLICE_MS, Stdio } from "./io.ts";
+import { Ops, RUNTIME_VERSION } from "./ops.ts";
+import { Session } from "./session.ts";
+import { BANNER, END, frame, frameBody, MAX_LINE, START } from "./protocol/framing.ts";
+import { parseLine } from "./protocol/commands.ts";
+import { notRecognized } from "./protocol/response.ts";
+import { raiseMemlock } from "./kernel/target.ts";
+
+const HELP = `bpfd ${RUNTIME_VERSION} — the bpfpack target runtime
+
+Usage: bpfd [--max-fds N]
+
+Reads BPFd protocol commands on stdin, one per line, and answers each with
+START_BPFD_OUTPUT / body / END_BPFD_OUTPUT on stdout. Send HELLO for the
+target's facts and the command list; see docs/protocol.md. Needs root (or
+CAP_BPF + CAP_PERFMON). Ends on 'exit', EOF, SIGTERM, SIGHUP or SIGINT,
+detaching and closing everything it created.
+
+Options:
+  --max-fds N   most fds one session may hold (default 4096)
+  --version     print the version
+  --help        this text`;
+
+const SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGHUP", "SIGINT"];
+const SIGNO: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
+
+/** Runs one session on the given channel; resolves with the exit status. */
+export async function serve(io: Stdio, opts: { maxFds?: number } = {}): Promise<number> {
+  let stopSignal: Deno.Signal | null = null;
+  const handlers = SIGNALS.map((sig) => {
+    const h = () => {
+      stopSignal = sig;
+    };
+    Deno.addSignalListener(sig, h);
+    return [sig, h] as const;
+  });
+  const yieldNow = () => new Promise<void>((r) => setTimeout(r, 0));
+  const session = new Session(opts.maxFds);
+  const ops = new Ops(session, {
+    pollInput: () => io.lines.hasLine(),
+    wait: (fds, ms) => Promise.resolve(io.wait(fds, ms)),
+    warn: (m) => io.warn(m),
+    yieldNow,
+  });
+  raiseMemlock();
+  io.write(BANNER + "\n");
+  let lastYield = performance.now();
+  try {
+    loop: while (stopSignal === null && !io.broken) {
+      const r = io.lines.next();
+      if (r === null) {
+        if (io.eof) break;
+        // Wait for input in slices so signals get a turn.
+        while (stopSignal === null && !io.wait([], SLICE_MS).stdin) {
+          await yieldNow();
+          lastYield = performance.now();
+        }
+        if (stopSignal !== null) break;
+        io.readSome();
+        continue;
+      }
+      if ("tooLong" in r) {
+        io.write(frame(notRecognized(
+          `line of ${r.tooLong} bytes is longer than the limit of ${MAX_LINE} bytes; it was discarded`,
+        )));
+        continue;
+      }
+      const p = parseLine(r.line);
+      switch (p.kind) {
+        case "empty":
+          continue;
+        case "exit":
+          break loop;
+        case "error":
+          io.write(frame(notRecognized(p.message)));
+          continue;
+      }
+      if (p.name === "PERF_READER_POLL") {
+        // As the original: the start marker goes out before a poll that may block.
+        io.write(START + "\n");
+        const body = await ops.run(p.name, p.args);
+        io.write(frameBody(body) + END + "\n");
+      } else {
+        io.write(frame(await ops.run(p.name, p.args)));
+      }
+      const now = performance.now();
+      if (now - lastYield > SLICE_MS) {
+        await yieldNow();
+        lastYield = now;
+      }
+    }
+  } finally {
+    session.teardown();
+    for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
+  }
+  return stopSignal === null ? 0 : 128 + SIGNO[stopSignal];
+}
+
+if (import.meta.main) {
+  const args = Deno.args;
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  if (args.includes("--version")) {
+    console.log(`bpfd ${RUNTIME_VERSION}`);
+    Deno.exit(0);
+  }
+  let maxFds: number | undefined;
+  const i = args.indexOf("--max-fds");
+  if (i >= 0) {
+    maxFds = Number(args[i + 1]);
+    if (!Number.isInteger(maxFds) || maxFds <= 0) {
+      console.error("bpfd: --max-fds needs a positive integer");
+      Deno.exit(2);
+    }
+  }
+  const unknown = args.filter((a, j) => a.startsWith("-") && !(j === i || j === i + 1));
+  if (unknown.length) {
+    console.error(`bpfd: unknown option ${unknown[0]} (see --help)`);
+    Deno.exit(2);
+  }
+  const io = new Stdio();
+  let code = 1;
+  try {
+    code = await serve(io, { maxFds });
+  } catch (e) {
+    io.warn(`bpfd: fatal: ${(e as Error)?.stack ?? e}`);
+  }
+  Deno.exit(code);
+}

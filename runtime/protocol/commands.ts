@@ -1,0 +1,316 @@
+/**
+ * The command table of the BPFd protocol (the 27 commands of the original,
+ * `exit`, and this runtime's extensions) and a strict line parser.
+ *
+ * Tokens are separated by spaces (runs collapse, tabs do not separate), the
+ * command name is case-sensitive, surplus arguments are ignored (as in the
+ * original), and integers are strict decimal: `0x10` and `4abc` are refused
+ * instead of being read as 0 and 4.
+ *
+ * @example
+ * ```ts
+ * import { parseLine } from "./commands.ts";
+ * const p = parseLine("BPF_CREATE_MAP 1 counts 4 8 16 0");
+ * if (p.kind === "command") console.log(p.name, p.args); // BPF_CREATE_MAP [1, "counts", 4, 8, 16, 0]
+ * ```
+ * @module
+ */
+
+/** Argument kinds. `u64` values are bigints (a leading `-` wraps, as in the original). */
+export type ArgType = "int" | "u32" | "u64" | "str" | "b64";
+
+/** One argument: its name (for error messages) and type. */
+export interface ArgSpec {
+  readonly name: string;
+  readonly type: ArgType;
+}
+
+/** A command: its argument list, status label, and whether it is an extension. */
+export interface CommandSpec {
+  readonly args: readonly ArgSpec[];
+  /** Prefix of the status line, e.g. `bpf_create_map`. */
+  readonly label: string;
+  /** Added by bpfpack (not in the original). */
+  readonly extension?: boolean;
+  /** Takes a variable tail of arguments after `args` (PERF_READER_POLL's fds). */
+  readonly variadic?: ArgType;
+  /** One-line description for docs and HELLO. */
+  readonly help: string;
+}
+
+const a = (spec: string): ArgSpec[] =>
+  spec.split(" ").filter(Boolean).map((s) => {
+    const [name, type] = s.split(":");
+    return { name, type: type as ArgType };
+  });
+
+/** Every command the runtime answers (except `exit`). */
+export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
+  BPF_CREATE_MAP: {
+    args: a("type:int name:str key_size:int value_size:int max_entries:int map_flags:int"),
+    label: "bpf_create_map",
+    help: "create a map; name __none__ means no name",
+  },
+  BPF_PROG_LOAD: {
+    args: a("type:int name:str prog_len:int license:str kern_version:u32 insns:b64"),
+    label: "bpf_prog_load",
+    help: "load a program from base64 bytecode",
+  },
+  BPF_ATTACH_KPROBE: {
+    args: a("prog_fd:int type:int ev_name:str fn_name:str"),
+    label: "bpf_attach_kprobe",
+    help: "attach to a kprobe (type 0) or kretprobe (type 1)",
+  },
+  BPF_DETACH_KPROBE: {
+    args: a("ev_name:str"),
+    label: "bpf_detach_kprobe",
+    help: "detach the kprobe created under ev_name",
+  },
+  BPF_ATTACH_UPROBE: {
+    args: a("prog_fd:int type:int ev_name:str binary_path:str offset:u64 pid:int"),
+    label: "bpf_attach_uprobe",
+    help: "attach to a uprobe at a file offset",
+  },
+  BPF_DETACH_UPROBE: {
+    args: a("ev_name:str"),
+    label: "bpf_detach_uprobe",
+    help: "detach the uprobe created under ev_name",
+  },
+  BPF_ATTACH_TRACEPOINT: {
+    args: a("prog_fd:int category:str tp_name:str"),
+    label: "bpf_attach_tracepoint",
+    help: "attach to a tracepoint",
+  },
+  BPF_DETACH_TRACEPOINT: {
+    args: a("category:str tp_name:str"),
+    label: "bpf_detach_tracepoint",
+    help: "detach every attachment of this session to the tracepoint",
+  },
+  BPF_ATTACH_PERF_EVENT: {
+    args: a(
+      "prog_fd:int ev_type:u32 ev_config:u32 sample_period:u64 sample_freq:u64 pid:int cpu:int group_fd:int",
+    ),
+    label: "bpf_attach_perf_event",
+    help: "open a sampling perf event and attach a program",
+  },
+  BPF_CLOSE_PERF_EVENT_FD: {
+    args: a("fd:int"),
+    label: "bpf_close_perf_event_fd",
+    help: "disable and close a perf event fd of this session",
+  },
+  BPF_OPEN_PERF_BUFFER: {
+    args: a("pid:int cpu:int page_cnt:int"),
+    label: "bpf_open_perf_buffer",
+    help: "open a BPF output perf buffer (reader fd)",
+  },
+  BPF_UPDATE_ELEM: {
+    args: a("map_fd:int key:b64 klen:int value:b64 vlen:int flags:u64"),
+    label: "bpf_update_elem",
+    help: "update an element",
+  },
+  BPF_LOOKUP_ELEM: {
+    args: a("map_fd:int key:b64 klen:int vlen:int"),
+    label: "bpf_lookup_elem",
+    help: "look an element up; prints the value",
+  },
+  BPF_GET_FIRST_KEY: {
+    args: a("map_fd:int klen:int vlen:int dump_all:int"),
+    label: "bpf_get_first_key",
+    help: "first key, or (dump_all=1) every key/value pair then an empty line",
+  },
+  BPF_GET_NEXT_KEY: {
+    args: a("map_fd:int key:b64 klen:int"),
+    label: "bpf_get_next_key",
+    help: "the key after key",
+  },
+  BPF_DELETE_ELEM: {
+    args: a("map_fd:int key:b64 klen:int"),
+    label: "bpf_delete_elem",
+    help: "delete an element",
+  },
+  BPF_CLEAR_MAP: {
+    args: a("map_fd:int klen:int"),
+    label: "bpf_clear_map",
+    help: "delete every element; ret is the count",
+  },
+  PERF_READER_POLL: {
+    args: a("timeout_ms:int n:int"),
+    variadic: "int",
+    label: "perf_reader_poll",
+    help: "poll readers; prints '<fd> <size> <base64>' per sample",
+  },
+  GET_KALLSYMS: { args: [], label: "get_kallsyms", help: "contents of /proc/kallsyms" },
+  GET_KPROBES_BLACKLIST: {
+    args: a("tracefs:str"),
+    label: "get_kprobes_blacklist",
+    help: "the kprobe blacklist",
+  },
+  GET_TRACE_EVENTS_CATEGORIES: {
+    args: a("tracefs:str"),
+    label: "get_trace_events_categories",
+    help: "tracepoint categories",
+  },
+  GET_TRACE_EVENTS: {
+    args: a("tracefs:str category:str"),
+    label: "get_trace_events",
+    help: "tracepoints of a category",
+  },
+  COMM_FOR_PID: { args: a("pid:int"), label: "comm_for_pid", help: "/proc/<pid>/comm" },
+  GET_KSYM_NAME: {
+    args: a("addr:u64"),
+    label: "GET_KSYM_NAME",
+    help: "kernel address → name;offset;module",
+  },
+  GET_KSYM_ADDR: { args: a("name:str"), label: "GET_KSYM_ADDR", help: "kernel symbol → address" },
+  GET_USYM_NAME: {
+    args: a("pid:int addr:u64 demangle:int"),
+    label: "GET_USYM_NAME",
+    help: "user address → name;offset;module",
+  },
+  GET_USYM_ADDR: {
+    args: a("pid:int name:str module:str"),
+    label: "GET_USYM_ADDR",
+    help: "user symbol → address",
+  },
+  // ---- extensions (docs/protocol.md) ----
+  HELLO: {
+    args: [],
+    variadic: "str",
+    label: "hello",
+    extension: true,
+    help: "capabilities and target facts; enables protocol-2 features for this session",
+  },
+  BPF_CLOSE_FD: {
+    args: a("fd:int"),
+    label: "bpf_close_fd",
+    extension: true,
+    help: "close any fd this session created (map, program, attachment, reader)",
+  },
+  BPF_MAP_DUMP: {
+    args: a("map_fd:int"),
+    label: "bpf_map_dump",
+    extension: true,
+    help: "every entry in one response: lines '<n> <keys base64> <values base64>'",
+  },
+  GET_TRACE_EVENT_FORMAT: {
+    args: a("tracefs:str category:str event:str"),
+    label: "get_trace_event_format",
+    extension: true,
+    help: "a tracepoint's format file",
+  },
+  GET_CPUS: {
+    args: [],
+    label: "get_cpus",
+    extension: true,
+    help: "possible and online CPU lists",
+  },
+  BPF_OPEN_RING_BUFFER: {
+    args: a("map_fd:int"),
+    label: "bpf_open_ring_buffer",
+    extension: true,
+    help: "make a RINGBUF map pollable with PERF_READER_POLL (ret is its fd)",
+  },
+  SESSION_FDS: {
+    args: [],
+    label: "session_fds",
+    extension: true,
+    help: "every fd this session holds: '<fd> <kind> <description>'",
+  },
+};
+
+/** A parsed argument value. */
+export type ArgValue = number | bigint | string;
+
+/** Result of parsing one line. */
+export type Parsed =
+  | { kind: "empty" }
+  | { kind: "exit" }
+  | { kind: "command"; name: string; spec: CommandSpec; args: ArgValue[] }
+  | { kind: "error"; name?: string; message: string };
+
+const DEC = /^[+-]?[0-9]+$/;
+
+/** A client token as shown in an error message: quoted, escaped, at most 64 characters. */
+export function showToken(tok: string): string {
+  return JSON.stringify(tok.length > 64 ? `${tok.slice(0, 64)}…` : tok);
+}
+const U64 = 1n << 64n;
+
+/** Parses one argument token; returns an error message instead of throwing. */
+export function parseArg(tok: string, type: ArgType): ArgValue | { error: string } {
+  switch (type) {
+    case "str":
+    case "b64":
+      return tok;
+    case "int": {
+      if (!DEC.test(tok)) return { error: `${showToken(tok)} is not a decimal integer` };
+      const n = Number(tok);
+      if (n < -0x80000000 || n > 0x7fffffff) {
+        return { error: `${showToken(tok)} is out of int range` };
+      }
+      return n;
+    }
+    case "u32": {
+      if (!DEC.test(tok)) return { error: `${showToken(tok)} is not a decimal integer` };
+      const n = Number(tok);
+      if (n < -0x80000000 || n > 0xffffffff) {
+        return { error: `${showToken(tok)} is out of u32 range` };
+      }
+      return n < 0 ? n + 0x100000000 : n;
+    }
+    case "u64": {
+      if (!DEC.test(tok)) return { error: `${showToken(tok)} is not a decimal integer` };
+      const n = BigInt(tok);
+      if (n < -(1n << 63n) || n >= U64) return { error: `${showToken(tok)} is out of u64 range` };
+      return n < 0n ? n + U64 : n;
+    }
+  }
+}
+
+/**
+ * Parses a command line (without its `\n`). A trailing `\r` is dropped (pty
+ * clients); an empty line is `empty` (no response, as in the original); a
+ * whitespace-only line is an error (the original crashed on it).
+ */
+export function parseLine(raw: string): Parsed {
+  const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
+  if (line.length === 0) return { kind: "empty" };
+  const toks = line.split(" ").filter((t) => t.length > 0);
+  if (toks.length === 0) return { kind: "error", message: "the line holds only spaces" };
+  const name = toks[0];
+  if (name === "exit") return { kind: "exit" };
+  const spec = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!spec) {
+    return {
+      kind: "error",
+      message: `unknown command ${showToken(name)} (send HELLO for the list)`,
+    };
+  }
+  const want = spec.args.length;
+  if (toks.length - 1 < want) {
+    const usage = spec.args.map((s) => `<${s.name}>`).join(" ");
+    return {
+      kind: "error",
+      name,
+      message: `${name} needs ${want} arguments, got ${toks.length - 1}: ${name} ${usage}`,
+    };
+  }
+  const args: ArgValue[] = [];
+  for (let i = 0; i < want; i++) {
+    const v = parseArg(toks[i + 1], spec.args[i].type);
+    if (typeof v === "object") {
+      return { kind: "error", name, message: `${name}: ${spec.args[i].name}: ${v.error}` };
+    }
+    args.push(v);
+  }
+  if (spec.variadic) {
+    for (let i = want + 1; i < toks.length; i++) {
+      const v = parseArg(toks[i], spec.variadic);
+      if (typeof v === "object") {
+        return { kind: "error", name, message: `${name}: argument ${i}: ${v.error}` };
+      }
+      args.push(v);
+    }
+  }
+  return { kind: "command", name, spec, args };
+}

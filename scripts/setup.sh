@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs what bpfpack needs and is missing: Debian packages (as root, via
+# apt-get) and the npm-pinned Deno + npm packages. Idempotent: a no-op, in
+# well under a second, when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DENO_VERSION=2.9.5
+# Debian packages: C toolchain (benchmark baseline, uprobe test binaries).
+APT_PACKAGES=(gcc libc6-dev)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing Debian packages: ${missing[*]}"
+    say "run as root, or: sudo apt-get install -y ${missing[*]}"
+    exit 1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v npm >/dev/null 2>&1; then
+  say "npm is missing: install Node.js (apt-get install nodejs npm) and run again"
+  exit 1
+fi
+
+have=""
+if [ -x node_modules/.bin/deno ]; then
+  have=$(node_modules/.bin/deno --version 2>/dev/null | awk 'NR==1{print $2}')
+fi
+if [ "$have" != "$DENO_VERSION" ] || [ ! -d node_modules/zod ]; then
+  say "installing npm packages (deno $DENO_VERSION, zod)"
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+fi

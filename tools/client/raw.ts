@@ -1,0 +1,206 @@
+/**
+ * A raw BPFd protocol client over any pair of byte streams (a child process's
+ * stdin/stdout, an ssh or adb session, a qemu virtio port). It frames
+ * requests and splits responses on `END_BPFD_OUTPUT`; pipelining is allowed
+ * (responses come back in order).
+ *
+ * @example
+ * ```ts
+ * import { RawClient } from "./raw.ts";
+ * const c = RawClient.spawn(["deno", "run", "-A", "runtime/main.ts"]);
+ * console.log(await c.send("HELLO"));
+ * await c.close();
+ * ```
+ * @module
+ */
+
+import { BANNER, END, START } from "../../runtime/protocol/framing.ts";
+
+/** Raised when the far side dies, garbles the stream, or does not answer in time. */
+export class ChannelError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "ChannelError";
+  }
+}
+
+/** One response: its body lines (without the START/END markers). */
+export type Body = string[];
+
+/** Options of {@link RawClient}. */
+export interface RawClientOptions {
+  /** Per-response timeout in ms (default 30 s; 0 = none). */
+  timeoutMs?: number;
+  /** Called with every line sent and received (for transcripts). */
+  onTraffic?: (dir: ">" | "<", line: string) => void;
+}
+
+const enc = new TextEncoder();
+
+/** A protocol client on a readable/writable byte stream pair. */
+export class RawClient {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #dec = new TextDecoder();
+  #buf = "";
+  #lines: string[] = [];
+  #eof = false;
+  #child?: Deno.ChildProcess;
+  #opts: RawClientOptions;
+  #bannerSeen = false;
+
+  constructor(
+    readable: ReadableStream<Uint8Array>,
+    writable: WritableStream<Uint8Array>,
+    opts: RawClientOptions = {},
+  ) {
+    this.#reader = readable.getReader();
+    this.#writer = writable.getWriter();
+    this.#opts = opts;
+  }
+
+  /** Spawns `cmd` with piped stdio and returns a client on it (stderr inherited unless piped). */
+  static spawn(
+    cmd: string[],
+    opts: RawClientOptions & {
+      stderr?: "inherit" | "null" | "piped";
+      env?: Record<string, string>;
+    } = {},
+  ): RawClient {
+    const child = new Deno.Command(cmd[0], {
+      args: cmd.slice(1),
+      stdin: "piped",
+      stdout: "piped",
+      stderr: opts.stderr ?? "inherit",
+      env: opts.env,
+    }).spawn();
+    const c = new RawClient(child.stdout, child.stdin, opts);
+    c.#child = child;
+    return c;
+  }
+
+  /** The child process, when spawned by {@link spawn}. */
+  get child(): Deno.ChildProcess | undefined {
+    return this.#child;
+  }
+
+  async #fill(deadline: number): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      const read = this.#reader.read();
+      const r = deadline === Infinity ? await read : await Promise.race([
+        read,
+        new Promise<never>((_, rej) => {
+          timer = setTimeout(
+            () => rej(new ChannelError("no response from the runtime in time")),
+            Math.max(0, deadline - Date.now()),
+          );
+        }),
+      ]);
+      if (r.done) {
+        this.#eof = true;
+        return false;
+      }
+      this.#buf += this.#dec.decode(r.value, { stream: true });
+      const parts = this.#buf.split("\n");
+      this.#buf = parts.pop()!;
+      for (const p of parts) this.#lines.push(p.endsWith("\r") ? p.slice(0, -1) : p);
+      return true;
+    } finally {
+      if (timer !== undefined) clearTimeout(timer);
+    }
+  }
+
+  /** Next line from the far side. */
+  async readLine(timeoutMs = this.#opts.timeoutMs ?? 30_000): Promise<string> {
+    const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Infinity;
+    while (this.#lines.length === 0) {
+      if (this.#eof || !(await this.#fill(deadline))) {
+        throw new ChannelError("the runtime closed the channel (exited?)");
+      }
+    }
+    const l = this.#lines.shift()!;
+    this.#opts.onTraffic?.("<", l);
+    return l;
+  }
+
+  /** Writes one raw line (a `\n` is appended). */
+  async write(line: string): Promise<void> {
+    this.#opts.onTraffic?.(">", line);
+    await this.#writer.write(enc.encode(line + "\n"));
+  }
+
+  /** Writes raw bytes as they are (for tests of the framing). */
+  async writeRaw(bytes: Uint8Array): Promise<void> {
+    await this.#writer.write(bytes);
+  }
+
+  /** Reads one framed response (skipping the banner and any tty echo before START). */
+  async readResponse(timeoutMs?: number): Promise<Body> {
+    let l = await this.readLine(timeoutMs);
+    while (l !== START) {
+      if (l === BANNER) this.#bannerSeen = true;
+      else if (l === END) throw new ChannelError(`garbled stream: ${END} without ${START}`);
+      l = await this.readLine(timeoutMs);
+    }
+    const body: string[] = [];
+    for (l = await this.readLine(timeoutMs); l !== END; l = await this.readLine(timeoutMs)) {
+      if (l === START) throw new ChannelError(`garbled stream: ${START} inside a response`);
+      body.push(l);
+    }
+    return body;
+  }
+
+  /** Sends one command and returns its response body. */
+  async send(line: string, timeoutMs?: number): Promise<Body> {
+    await this.write(line);
+    return await this.readResponse(timeoutMs);
+  }
+
+  /** Sends several commands in one write and reads their responses in order. */
+  async pipeline(lines: string[], timeoutMs?: number): Promise<Body[]> {
+    for (const l of lines) this.#opts.onTraffic?.(">", l);
+    // Read while writing: a large batch would otherwise fill both pipes and deadlock.
+    const written = this.#writer.write(enc.encode(lines.map((l) => l + "\n").join("")));
+    const out: Body[] = [];
+    for (let i = 0; i < lines.length; i++) out.push(await this.readResponse(timeoutMs));
+    await written;
+    return out;
+  }
+
+  /** Whether the banner has been seen. */
+  get bannerSeen(): boolean {
+    return this.#bannerSeen;
+  }
+
+  /** Sends `exit` and waits for the child (if any) to end; returns its exit code. */
+  async close(): Promise<number | null> {
+    try {
+      await this.write("exit");
+    } catch { /* already gone */ }
+    try {
+      await this.#writer.close();
+    } catch { /* already closed */ }
+    if (this.#child) {
+      const st = await this.#child.status;
+      try {
+        this.#reader.releaseLock();
+        await this.#child.stdout.cancel();
+      } catch { /* drained */ }
+      return st.code;
+    }
+    return null;
+  }
+}
+
+/** The number after `ret=` in a status line (BCC's rule), or null. */
+export function retOf(body: Body): number | null {
+  const m = /ret=(-?\d+)/.exec(body[0] ?? "");
+  return m ? Number(m[1]) : null;
+}
+
+/** The errno in a failure status line (`errno=N`), or null. */
+export function errnoOf(body: Body): number | null {
+  const m = / errno=(\d+)/.exec(body[0] ?? "");
+  return m ? Number(m[1]) : null;
+}

@@ -17,10 +17,12 @@ import { BANNER, END, frame, frameBody, MAX_LINE, START } from "./protocol/frami
 import { parseLine } from "./protocol/commands.ts";
 import { notRecognized } from "./protocol/response.ts";
 import { raiseMemlock } from "./kernel/target.ts";
+import { setProbeMode } from "./kernel/probes.ts";
+import { parseArgs } from "../artifacts/cli.ts";
 
 const HELP = `bpfd ${RUNTIME_VERSION} — the bpfpack target runtime
 
-Usage: bpfd [--max-fds N]
+Usage: bpfd [--max-fds N] [--probe-mode auto|pmu|tracefs]
 
 Reads BPFd protocol commands on stdin, one per line, and answers each with
 START_BPFD_OUTPUT / body / END_BPFD_OUTPUT on stdout. Send HELLO for the
@@ -30,6 +32,8 @@ detaching and closing everything it created.
 
 Options:
   --max-fds N   most fds one session may hold (default 4096)
+  --probe-mode  how kprobes/uprobes are made: auto (perf PMU, else tracefs
+                kprobe_events/uprobe_events), pmu, or tracefs
   --version     print the version
   --help        this text`;
 
@@ -118,19 +122,31 @@ if (import.meta.main) {
     console.log(`bpfd ${RUNTIME_VERSION}`);
     Deno.exit(0);
   }
+  const { values, positionals } = parseArgs({
+    args,
+    options: { "max-fds": { type: "string" }, "probe-mode": { type: "string" } },
+    strict: false,
+  });
+  const bad = Object.keys(values).find((k) => !["max-fds", "probe-mode"].includes(k));
+  if (bad || positionals.length) {
+    console.error(`bpfd: unknown option ${bad ? `--${bad}` : positionals[0]} (see --help)`);
+    Deno.exit(2);
+  }
   let maxFds: number | undefined;
-  const i = args.indexOf("--max-fds");
-  if (i >= 0) {
-    maxFds = Number(args[i + 1]);
+  if (values["max-fds"] !== undefined) {
+    maxFds = Number(values["max-fds"]);
     if (!Number.isInteger(maxFds) || maxFds <= 0) {
       console.error("bpfd: --max-fds needs a positive integer");
       Deno.exit(2);
     }
   }
-  const unknown = args.filter((a, j) => a.startsWith("-") && !(j === i || j === i + 1));
-  if (unknown.length) {
-    console.error(`bpfd: unknown option ${unknown[0]} (see --help)`);
-    Deno.exit(2);
+  const pm = values["probe-mode"];
+  if (pm !== undefined) {
+    if (pm !== "auto" && pm !== "pmu" && pm !== "tracefs") {
+      console.error("bpfd: --probe-mode must be auto, pmu or tracefs");
+      Deno.exit(2);
+    }
+    setProbeMode(pm);
   }
   const io = new Stdio();
   let code = 1;

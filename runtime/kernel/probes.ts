@@ -29,6 +29,15 @@ export interface Attachment {
 }
 
 const PMU_DIR = "/sys/bus/event_source/devices";
+
+/** How kprobes/uprobes are created: PMU first (auto), PMU only, or tracefs events only. */
+export type ProbeMode = "auto" | "pmu" | "tracefs";
+let mode: ProbeMode = "auto";
+
+/** Sets the probe mode for this process (bpfd `--probe-mode`). */
+export function setProbeMode(m: ProbeMode): void {
+  mode = m;
+}
 const GROUP = "bpfpack";
 
 /** A dynamic-probe PMU: its perf type and the config bit that makes a return probe. */
@@ -137,7 +146,7 @@ export function attachKprobe(
   offset = 0,
 ): Attachment {
   const what = `${retprobe ? "kretprobe" : "kprobe"}:${fn}`;
-  const pmu = probePmu("kprobe");
+  const pmu = mode === "tracefs" ? null : probePmu("kprobe");
   if (pmu) {
     arena.reset();
     const name = arena.cstr(fn);
@@ -155,7 +164,7 @@ export function attachKprobe(
     attachPerf(fd, progFd);
     return { fd, kind: "kprobe", what };
   }
-  if (!hasLegacyEvents("kprobe")) {
+  if (mode === "pmu" || !hasLegacyEvents("kprobe")) {
     throw new SysError(
       95,
       `${what}: kprobes are not available on this kernel (no kprobe PMU in ${PMU_DIR} and no ` +
@@ -187,7 +196,7 @@ export function attachUprobe(
   } catch {
     throw new SysError(2, `${what}: ${path} does not exist on the target`);
   }
-  const pmu = probePmu("uprobe");
+  const pmu = mode === "tracefs" ? null : probePmu("uprobe");
   if (pmu) {
     arena.reset();
     const p = arena.cstr(path);
@@ -205,7 +214,7 @@ export function attachUprobe(
     attachPerf(fd, progFd);
     return { fd, kind: "uprobe", what };
   }
-  if (!hasLegacyEvents("uprobe")) {
+  if (mode === "pmu" || !hasLegacyEvents("uprobe")) {
     throw new SysError(95, `${what}: uprobes are not available on this kernel`);
   }
   return legacyProbe(

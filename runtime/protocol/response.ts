@@ -20,6 +20,21 @@ export function status(label: string, ret: number | bigint): string {
   return `${label}: ret=${ret}`;
 }
 
+const MAX_DIAG = 1000;
+
+/**
+ * A diagnostic as one safe line: control characters escaped (`\x0d`), and at
+ * most 1000 characters (client tokens echoed in messages can be huge).
+ */
+export function cleanDiagnostic(msg: string): string {
+  // deno-lint-ignore no-control-regex
+  const s = msg.replace(
+    /[\x00-\x1f\x7f]/g,
+    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
+  );
+  return s.length > MAX_DIAG ? `${s.slice(0, MAX_DIAG)}…(${s.length} characters)` : s;
+}
+
 /** Diagnostic line prefix for an explanation. */
 export const ERROR_PREFIX = "error: ";
 /** Diagnostic line prefix for each verifier log line. */
@@ -36,7 +51,7 @@ export function failure(
   opts: { ret?: number; log?: string } = {},
 ): string[] {
   const out = [`${label}: ret=${opts.ret ?? -1} errno=${err} ${errnoName(err)}`];
-  if (message) out.push(ERROR_PREFIX + message);
+  if (message) out.push(ERROR_PREFIX + cleanDiagnostic(message));
   if (opts.log) {
     const lines = opts.log.replace(/\s+$/, "").split("\n");
     for (const l of lines) out.push(LOG_PREFIX + l);
@@ -46,10 +61,10 @@ export function failure(
 
 /** The original's parse-error answer plus the reason. */
 export function notRecognized(message: string): string[] {
-  return [NOT_RECOGNIZED, ERROR_PREFIX + message];
+  return [NOT_RECOGNIZED, ERROR_PREFIX + cleanDiagnostic(message)];
 }
 
 /** The original's answer when a file cannot be opened, plus the reason. */
 export function openFailed(message: string): string[] {
-  return [OPEN_FAILED, NOT_RECOGNIZED, ERROR_PREFIX + message];
+  return [OPEN_FAILED, NOT_RECOGNIZED, ERROR_PREFIX + cleanDiagnostic(message)];
 }

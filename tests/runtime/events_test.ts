@@ -1,5 +1,5 @@
 // Event delivery: perf buffers and ring buffers fed by a tracepoint program, poll semantics.
-import assert from "node:assert/strict";
+import assert from "../support/assert.ts";
 import { type RawClient, retOf } from "../../tools/client/raw.ts";
 import { loadProg, must, startBpfd } from "../support/bpfd.ts";
 import { progs, u32b64 } from "../support/asm.ts";

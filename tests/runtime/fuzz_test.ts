@@ -15,7 +15,7 @@
  * @module
  */
 
-import assert from "node:assert/strict";
+import assert from "../support/assert.ts";
 import { RawClient } from "../../tools/client/raw.ts";
 import { COMMANDS } from "../../runtime/protocol/commands.ts";
 import { END, MAX_LINE, NOT_RECOGNIZED, START } from "../../runtime/protocol/framing.ts";

@@ -1,5 +1,5 @@
 // Map commands on the real kernel: types 1, 2, 4, 5, 6, 7, 9, success and failure paths.
-import assert from "node:assert/strict";
+import assert from "../support/assert.ts";
 import { errnoOf, retOf } from "../../tools/client/raw.ts";
 import { must, startBpfd } from "../support/bpfd.ts";
 import { u32b64, u64b64, view } from "../support/asm.ts";

@@ -1,5 +1,5 @@
 // Program loads and perf-event sampling on the real kernel.
-import assert from "node:assert/strict";
+import assert from "../support/assert.ts";
 import { errnoOf, retOf } from "../../tools/client/raw.ts";
 import { loadProg, must, sh, startBpfd } from "../support/bpfd.ts";
 import { asm, insn, ldMap, progs, u32b64, view } from "../support/asm.ts";

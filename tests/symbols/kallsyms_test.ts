@@ -1,4 +1,4 @@
-import assert from "node:assert/strict";
+import assert from "../support/assert.ts";
 import { Kallsyms, parseKallsyms } from "../../runtime/symbols/kallsyms.ts";
 
 const SYNTHETIC = [

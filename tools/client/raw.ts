@@ -173,6 +173,13 @@ export class RawClient {
     return this.#bannerSeen;
   }
 
+  /** Closes our side of the channel (the runtime sees EOF). */
+  async endInput(): Promise<void> {
+    try {
+      await this.#writer.close();
+    } catch { /* already closed */ }
+  }
+
   /** Sends `exit` and waits for the child (if any) to end; returns its exit code. */
   async close(): Promise<number | null> {
     try {

@@ -34,11 +34,19 @@ if ! command -v npm >/dev/null 2>&1; then
   exit 1
 fi
 
+# The pinned Deno lives in its own npm prefix (scripts/deno) so that neither
+# `deno task` nor `deno compile` ever sees the 95 MB binary in node_modules.
+DENO=scripts/deno/node_modules/.bin/deno
 have=""
-if [ -x node_modules/.bin/deno ]; then
-  have=$(node_modules/.bin/deno --version 2>/dev/null | awk 'NR==1{print $2}')
+if [ -x "$DENO" ]; then
+  have=$("$DENO" --version 2>/dev/null | awk 'NR==1{print $2}')
 fi
-if [ "$have" != "$DENO_VERSION" ] || [ ! -d node_modules/zod ]; then
-  say "installing npm packages (deno $DENO_VERSION, zod)"
+if [ "$have" != "$DENO_VERSION" ]; then
+  say "installing deno $DENO_VERSION from npm"
+  npm ci --prefix scripts/deno --no-audit --no-fund --loglevel=error >/dev/null
+fi
+# Project npm packages (zod; @types/node for type-checking node: built-ins).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm packages"
   npm ci --no-audit --no-fund --loglevel=error >/dev/null
 fi

@@ -5,7 +5,7 @@
 # Extra arguments are passed to `deno test` (e.g. a file or --filter).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DENO=${DENO:-node_modules/.bin/deno}
+DENO=${DENO:-scripts/deno/node_modules/.bin/deno}
 passed=0 failed=0 skipped=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -2,7 +2,7 @@
 import assert from "../support/assert.ts";
 import { type RawClient, retOf } from "../../tools/client/raw.ts";
 import { loadProg, must, startBpfd } from "../support/bpfd.ts";
-import { progs, u32b64 } from "../support/asm.ts";
+import { progs, u32b64 } from "../../tools/client/asm.ts";
 import { onlineCpus } from "../../runtime/kernel/target.ts";
 
 const CPUS = onlineCpus().cpus;

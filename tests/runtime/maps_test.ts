@@ -2,7 +2,7 @@
 import assert from "../support/assert.ts";
 import { errnoOf, retOf } from "../../tools/client/raw.ts";
 import { must, startBpfd } from "../support/bpfd.ts";
-import { u32b64, u64b64, view } from "../support/asm.ts";
+import { u32b64, u64b64, view } from "../../tools/client/asm.ts";
 import { possibleCpus } from "../../runtime/kernel/target.ts";
 
 const NCPU = possibleCpus().cpus.length;

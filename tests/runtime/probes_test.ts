@@ -2,7 +2,7 @@
 import assert from "../support/assert.ts";
 import { errnoOf } from "../../tools/client/raw.ts";
 import { loadProg, must, startBpfd } from "../support/bpfd.ts";
-import { progs, u32b64, view } from "../support/asm.ts";
+import { progs, u32b64, view } from "../../tools/client/asm.ts";
 import { symbolFileOffset } from "../../runtime/symbols/usym.ts";
 import { probePmu } from "../../runtime/kernel/probes.ts";
 import { tracefs } from "../../runtime/kernel/tracefs.ts";

@@ -2,7 +2,7 @@
 import assert from "../support/assert.ts";
 import { errnoOf, retOf } from "../../tools/client/raw.ts";
 import { loadProg, must, sh, startBpfd } from "../support/bpfd.ts";
-import { asm, insn, ldMap, progs, u32b64, view } from "../support/asm.ts";
+import { asm, insn, ldMap, progs, u32b64, view } from "../../tools/client/asm.ts";
 
 Deno.test("prog load: valid programs of several types, wrong type refused", async () => {
   const c = startBpfd();

@@ -1,7 +1,7 @@
 // Sessions end clean: on exit, EOF, SIGTERM, SIGHUP and SIGINT nothing is left behind.
 import assert from "../support/assert.ts";
 import { loadProg, must, startBpfd } from "../support/bpfd.ts";
-import { progs, u32b64 } from "../support/asm.ts";
+import { progs, u32b64 } from "../../tools/client/asm.ts";
 import { listIds } from "../../runtime/kernel/bpf.ts";
 import { tracefs } from "../../runtime/kernel/tracefs.ts";
 import { symbolFileOffset } from "../../runtime/symbols/usym.ts";

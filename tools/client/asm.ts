@@ -1,6 +1,6 @@
 /**
- * A tiny eBPF assembler for tests: encodes instructions and a few ready-made
- * programs (the same ones the transcript scenarios use).
+ * A tiny eBPF assembler: encodes instructions and a few ready-made programs
+ * (the same ones the transcript scenarios use), for the demo session and tests.
  *
  * @example
  * ```ts

@@ -37,6 +37,7 @@ Options:
   --version     print the version
   --help        this text`;
 
+const NEWLINE = new Uint8Array([10]);
 const SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGHUP", "SIGINT"];
 const SIGNO: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
 
@@ -57,15 +58,25 @@ export async function serve(io: Stdio, opts: { maxFds?: number } = {}): Promise<
     wait: (fds, ms) => Promise.resolve(io.wait(fds, ms)),
     warn: (m) => io.warn(m),
     yieldNow,
+    stopping: () => stopSignal !== null,
   });
   raiseMemlock();
   io.write(BANNER + "\n");
   let lastYield = performance.now();
+  let flushed = false;
   try {
     loop: while (stopSignal === null && !io.broken) {
       const r = io.lines.next();
       if (r === null) {
-        if (io.eof) break;
+        if (io.eof) {
+          // A last line without its newline is still a command (as in the original).
+          if (!flushed && io.lines.hasPartial()) {
+            io.lines.push(NEWLINE);
+            flushed = true;
+            continue;
+          }
+          break;
+        }
         // Wait for input in slices so signals get a turn.
         while (stopSignal === null && !io.wait([], SLICE_MS).stdin) {
           await yieldNow();

@@ -45,6 +45,8 @@ export interface OpsIo {
   warn?: (msg: string) => void;
   /** Lets the event loop run (signals). */
   yieldNow: () => Promise<void>;
+  /** True once the session must end (a signal arrived): long waits give up. */
+  stopping?: () => boolean;
 }
 
 type Body = string[];
@@ -413,7 +415,7 @@ export class Ops {
       bpf.mapDelete(fd, key);
     } catch (e) {
       if (e instanceof SysError && e.errno === 2) return failure(L, 2, "no such key");
-      if (e instanceof SysError && e.errno === 22 && ARRAY_LIKE.has(m.info.type)) {
+      if (e instanceof SysError && e.errno === 22 && NOT_DELETABLE.has(m.info.type)) {
         return failure(L, 22, "elements of array maps cannot be deleted (overwrite them instead)");
       }
       throw e;
@@ -427,7 +429,7 @@ export class Ops {
     if (klen !== m.info.keySize) {
       return failure(L, 22, `klen ${klen} but map fd ${fd} has key_size ${m.info.keySize}`);
     }
-    if (ARRAY_LIKE.has(m.info.type)) {
+    if (NOT_DELETABLE.has(m.info.type)) {
       return failure(L, 22, "array maps cannot be cleared (their elements cannot be deleted)");
     }
     // Snapshot the keys first: bounded even while a program keeps adding entries.
@@ -645,7 +647,7 @@ export class Ops {
         return out;
       }
       // A command already waiting in the input ends the poll at once.
-      if (this.#io.pollInput()) return out;
+      if (this.#io.pollInput() || this.#io.stopping?.()) return out;
       const left = deadline - performance.now();
       if (left <= 0 || !this.#io.wait) return out;
       const w = await this.#io.wait(use, Math.min(left, 200));
@@ -711,7 +713,12 @@ export class Ops {
   }
 
   #kallsyms(): Kallsyms {
-    return (this.#ksyms ??= Kallsyms.load());
+    if (this.#ksyms) return this.#ksyms;
+    try {
+      return (this.#ksyms = Kallsyms.load());
+    } catch (e) {
+      throw new SysError(13, `cannot read /proc/kallsyms: ${(e as Error).message}`);
+    }
   }
 
   ksymName(addr: bigint): Body {
@@ -814,6 +821,8 @@ const BATCHABLE = new Set<number>([
   bpf.MapType.LRU_HASH,
   bpf.MapType.LRU_PERCPU_HASH,
 ]);
+/** Arrays whose elements always exist (deleting one is EINVAL). */
+const NOT_DELETABLE = new Set<number>([bpf.MapType.ARRAY, bpf.MapType.PERCPU_ARRAY]);
 const ARRAY_LIKE = new Set<number>([
   bpf.MapType.ARRAY,
   bpf.MapType.PERCPU_ARRAY,

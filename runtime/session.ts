@@ -105,7 +105,7 @@ export class Session {
       );
     }
     if (kinds.length && !kinds.includes(r.kind as K)) {
-      throw new SysError(9, `fd ${fd} is a ${r.kind}, not a ${kinds.join(" or ")}`);
+      throw new SysError(9, `fd ${fd} is a ${r.kind}, not one of: ${kinds.join(", ")}`);
     }
     return r as Extract<Resource, { kind: K }>;
   }

@@ -6,8 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DENO_VERSION=2.9.5
-# Debian packages: C toolchain (benchmark baseline, uprobe test binaries).
-APT_PACKAGES=(gcc libc6-dev)
+# Debian packages:
+#   gcc libc6-dev            benchmark baseline, uprobe test binaries
+#   clang-19 llvm-19         the compiler stage (bookworm's plain clang is 14)
+#   bpftool                  vmlinux.h from BTF
+#   libbpf-dev               bpf_helpers.h & co. (headers only; nothing links libbpf)
+#   skopeo                   a standard OCI tool that copies bundles (tests)
+#   xz-utils zstd            kernel image payloads (BTF extraction)
+APT_PACKAGES=(gcc libc6-dev clang-19 llvm-19 bpftool libbpf-dev skopeo xz-utils zstd)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -299,6 +299,14 @@ export interface ProgLoadOptions {
   funcInfo?: { recSize: number; data: Uint8Array; count: number };
   lineInfo?: { recSize: number; data: Uint8Array; count: number };
   attachBtfId?: number;
+  /**
+   * `bpf_core_relo` records (16 bytes each, `insn_off` in bytes) for the
+   * kernel to apply (5.17+); the kernel reads them only when func_info or
+   * line_info is given too.
+   */
+  coreRelos?: { recSize: number; data: Uint8Array; count: number };
+  /** `fd_array`: map/BTF fds referenced by index from `BPF_PSEUDO_MAP_IDX*` instructions. */
+  fdArray?: readonly number[];
   /** Verifier log level used on the retry after a failure (default 1). */
   logLevel?: number;
   /** Log buffer size for the retry (default 1 MiB). */
@@ -322,6 +330,13 @@ function progLoadOnce(o: ProgLoadOptions, logSize: number): { fd: number; log: s
   const log = logSize > 0 ? arena.alloc(logSize) : null;
   const fi = o.funcInfo ? arena.copy(o.funcInfo.data) : null;
   const li = o.lineInfo ? arena.copy(o.lineInfo.data) : null;
+  const cr = o.coreRelos ? arena.copy(o.coreRelos.data) : null;
+  let fds: { ptr: number } | null = null;
+  if (o.fdArray?.length) {
+    const b = arena.alloc(4 * o.fdArray.length);
+    o.fdArray.forEach((fd, i) => b.dv.setInt32(4 * i, fd, true));
+    fds = b;
+  }
   const a = arena.alloc(ATTR_SIZE);
   const dv = a.dv;
   dv.setUint32(0, o.type, true);
@@ -349,6 +364,12 @@ function progLoadOnce(o: ProgLoadOptions, logSize: number): { fd: number; log: s
     dv.setUint32(104, o.lineInfo.count, true);
   }
   dv.setUint32(108, o.attachBtfId ?? 0, true);
+  if (o.coreRelos && cr) {
+    dv.setUint32(116, o.coreRelos.count, true);
+    dv.setBigUint64(128, BigInt(cr.ptr), true);
+    dv.setUint32(136, o.coreRelos.recSize, true);
+  }
+  if (fds) dv.setBigUint64(120, BigInt(fds.ptr), true);
   const fd = bpf(Cmd.PROG_LOAD, a.ptr, ATTR_SIZE);
   const e = fd < 0 ? errno() : 0;
   const text = log ? cString(log.u8) : "";
@@ -407,6 +428,19 @@ export function rawTracepointOpen(progFd: number, name: string): number {
   const n = arena.cstr(name);
   const a = arena.alloc(ATTR_SIZE);
   a.dv.setBigUint64(0, BigInt(n.ptr), true);
+  a.dv.setUint32(8, progFd, true);
+  return call(Cmd.RAW_TRACEPOINT_OPEN, a, "BPF_RAW_TRACEPOINT_OPEN");
+}
+
+/**
+ * `BPF_RAW_TRACEPOINT_OPEN` with no name: attaches a `BPF_PROG_TYPE_TRACING`
+ * program (tp_btf, fentry, fexit) at the BTF target it was loaded for
+ * (`attachBtfId`); returns the link fd.
+ */
+export function rawTracepointOpenBtf(progFd: number): number {
+  arena.reset();
+  const a = arena.alloc(ATTR_SIZE);
+  a.dv.setBigUint64(0, 0n, true);
   a.dv.setUint32(8, progFd, true);
   return call(Cmd.RAW_TRACEPOINT_OPEN, a, "BPF_RAW_TRACEPOINT_OPEN");
 }

@@ -97,6 +97,7 @@ function legacyProbe(
   spec: string,
   retprobe: boolean,
   what: string,
+  pid = -1,
 ): Attachment {
   const root = tracefs().path;
   const file = `${root}/${kind}_events`;
@@ -113,8 +114,8 @@ function legacyProbe(
     arena.reset();
     const fd = perfEventOpen(
       { type: PerfType.TRACEPOINT, config: eventId(GROUP, name, root), samplePeriod: 1 },
-      -1,
-      0,
+      pid,
+      pid === -1 ? 0 : -1,
     );
     attachPerf(fd, progFd);
     return { fd, kind, legacyEvent, what };
@@ -167,8 +168,11 @@ export function attachKprobe(
   if (mode === "pmu" || !hasLegacyEvents("kprobe")) {
     throw new SysError(
       95,
-      `${what}: kprobes are not available on this kernel (no kprobe PMU in ${PMU_DIR} and no ` +
-        `kprobe_events in tracefs; CONFIG_KPROBES is off): use a tracepoint instead`,
+      mode === "auto"
+        ? `${what}: kprobes are not available on this kernel (no kprobe PMU in ${PMU_DIR} and no ` +
+          `kprobe_events in tracefs; CONFIG_KPROBES is off): use a tracepoint instead`
+        : `${what}: no kprobe ${mode === "pmu" ? "PMU" : "kprobe_events"} on this kernel and ` +
+          `bpfd runs with --probe-mode ${mode}: try --probe-mode auto`,
     );
   }
   return legacyProbe(
@@ -224,6 +228,7 @@ export function attachUprobe(
     `${path}:0x${BigInt(offset).toString(16)}`,
     retprobe,
     what,
+    pid,
   );
 }
 

@@ -17,10 +17,14 @@ export function encodeBase64(bytes: Uint8Array): string {
   return bytes.toBase64();
 }
 
-/** Decodes strict standard base64; throws `Error` with a reason on bad input. */
+/**
+ * Decodes strict standard base64 (padding required, no whitespace, no stray
+ * bits); throws `Error` with a reason on bad input.
+ */
 export function decodeBase64(text: string): Uint8Array {
+  if (/\s/.test(text)) throw new Error("invalid base64: it contains whitespace");
   try {
-    return Uint8Array.fromBase64(text);
+    return Uint8Array.fromBase64(text, { lastChunkHandling: "strict" });
   } catch (e) {
     throw new Error(`invalid base64: ${(e as Error).message}`);
   }

@@ -99,6 +99,11 @@ export class LineSplitter {
     return this.#buf.indexOf(10, this.#pos) >= 0;
   }
 
+  /** True when bytes of an unterminated line are held (or being discarded). */
+  hasPartial(): boolean {
+    return this.#partLen > 0 || this.#discarding > 0 || this.#pos < this.#buf.length;
+  }
+
   /** The next complete line, or null when more input is needed. */
   next(): SplitResult | null {
     while (true) {

@@ -54,7 +54,7 @@ export function failure(
   if (message) out.push(ERROR_PREFIX + cleanDiagnostic(message));
   if (opts.log) {
     const lines = opts.log.replace(/\s+$/, "").split("\n");
-    for (const l of lines) out.push(LOG_PREFIX + l);
+    for (const l of lines) out.push(LOG_PREFIX + cleanDiagnostic(l));
   }
   return out;
 }

@@ -124,6 +124,23 @@ Deno.test("stream: banner first, one response per line, over-limit line keeps sy
   }
 });
 
+Deno.test("strict base64 and a last line without its newline", async () => {
+  const c = startBpfd();
+  try {
+    const m = await must(c, "BPF_CREATE_MAP 1 b64 4 4 4 0");
+    for (const bad of ["AQAAAA", "AQAAAB==", "AQ\tAAAA=="]) {
+      const r = await c.send(`BPF_UPDATE_ELEM ${m} ${bad} 4 AQAAAA== 4 0`);
+      assert.equal(r[0], "bpf_update_elem: ret=-22 errno=22 EINVAL", bad);
+      assert.match(r[1], /invalid base64/);
+    }
+    await c.writeRaw(new TextEncoder().encode("GET_CPUS"));
+    await c.endInput();
+    assert.equal((await c.readResponse())[0], "get_cpus: ret=0");
+  } finally {
+    assert.equal(await c.close(), 0);
+  }
+});
+
 Deno.test("fd safety: the runtime's own fds cannot be used, closed or polled", async () => {
   const c = startBpfd();
   try {
@@ -143,7 +160,7 @@ Deno.test("fd safety: the runtime's own fds cannot be used, closed or polled", a
     );
     const m = await must(c, "BPF_CREATE_MAP 1 m 4 4 4 0");
     const close = await c.send(`BPF_CLOSE_PERF_EVENT_FD ${m}`);
-    assert.match(close[1], /is a map, not a attachment or perf_reader/);
+    assert.match(close[1], /is a map, not one of: attachment, perf_reader/);
     assert.deepEqual(await c.send(`BPF_CLOSE_FD ${m}`), ["bpf_close_fd: ret=0"]);
     assert.equal(
       (await c.send(`BPF_LOOKUP_ELEM ${m} AAAAAA== 4 4`))[0],

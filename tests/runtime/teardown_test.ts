@@ -93,3 +93,23 @@ for (const { how, code } of ENDINGS) {
     assert.deepEqual(after, { prog: [], map: [], link: [], probes: [] });
   });
 }
+
+Deno.test("a signal ends a blocking PERF_READER_POLL promptly and cleans up", async () => {
+  const before = snapshot();
+  const c = startBpfd();
+  const ev = await must(c, "BPF_CREATE_MAP 4 sigev 4 4 1 0");
+  const r = await must(c, "BPF_OPEN_PERF_BUFFER -1 0 8");
+  await must(c, `BPF_UPDATE_ELEM ${ev} ${u32b64(0)} 4 ${u32b64(r)} 4 0`);
+  await c.write(`PERF_READER_POLL -1 1 ${r}`);
+  assert.equal(await c.readLine(), "START_BPFD_OUTPUT");
+  await new Promise((res) => setTimeout(res, 200));
+  const t0 = performance.now();
+  Deno.kill(c.child!.pid, "SIGTERM");
+  const status = await c.child!.status;
+  const ms = performance.now() - t0;
+  await c.endInput();
+  await c.child!.stdout.cancel().catch(() => {});
+  assert.equal(status.code, 143);
+  assert.ok(ms < 2000, `took ${ms.toFixed(0)} ms to stop`);
+  assert.deepEqual(await waitClean(before), { prog: [], map: [], link: [], probes: [] });
+});

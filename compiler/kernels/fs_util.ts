@@ -324,7 +324,6 @@ async function copyReal(
       }
     }
   } else if (info.isFile) {
-    await Deno.remove(dest).catch(() => {});
     await Deno.copyFile(abs, dest);
     stats.files++;
     stats.bytes += info.size;

@@ -33,7 +33,6 @@ import {
   type BtfFuncInfo,
   BtfKind,
   type BtfLineInfo,
-  type BtfType,
   fixDatasecs,
   parseBtfExt,
 } from "./btf.ts";
@@ -219,7 +218,15 @@ function tracing(kind: "tp_btf" | "fentry" | "fexit") {
 
 const none = (): AttachPoint => ({ kind: "none" });
 
-/** The one table from section names to program types and attach points. */
+/**
+ * The one table from section names to program types and attach points.
+ *
+ * @example
+ * ```ts
+ * import { SECTION_TABLE } from "./spec.ts";
+ * console.log(SECTION_TABLE.map((d) => d.prefix).join(", "));
+ * ```
+ */
 export const SECTION_TABLE: readonly SectionDef[] = [
   { prefix: "tracepoint", type: ProgType.TRACEPOINT, expectedAttachType: 0, attach: tracepoint },
   { prefix: "tp", type: ProgType.TRACEPOINT, expectedAttachType: 0, attach: tracepoint },
@@ -286,7 +293,11 @@ export function programTypeOf(
   for (const d of SECTION_TABLE) {
     if (section !== d.prefix && !section.startsWith(d.prefix + "/")) continue;
     const rest = section === d.prefix ? undefined : section.slice(d.prefix.length + 1);
-    return { type: d.type, expectedAttachType: d.expectedAttachType, attach: d.attach(rest, section) };
+    return {
+      type: d.type,
+      expectedAttachType: d.expectedAttachType,
+      attach: d.attach(rest, section),
+    };
   }
   return null;
 }
@@ -610,7 +621,7 @@ class ObjectParser {
           throw new BpfObjectError(
             `program section ${q(s.name)} has no known program type; name it with one of ` +
               `the known prefixes: ${SECTION_TABLE.map((d) => d.prefix).join(", ")} ` +
-              "(e.g. SEC(\"tracepoint/syscalls/sys_enter_openat\"))",
+              '(e.g. SEC("tracepoint/syscalls/sys_enter_openat"))',
           );
         }
         continue;
@@ -860,7 +871,10 @@ class ObjectParser {
         );
       }
       const dv = new DataView(data.buffer, data.byteOffset + off, size);
-      const f = LEGACY_DEF_FIELDS.map((_, i) => (4 * i + 4 <= size ? dv.getUint32(4 * i, true) : 0));
+      const f = LEGACY_DEF_FIELDS.map((
+        _,
+        i,
+      ) => (4 * i + 4 <= size ? dv.getUint32(4 * i, true) : 0));
       for (let i = 20; i < size; i++) {
         if (dv.getUint8(i) !== 0) {
           throw new BpfObjectError(
@@ -1146,19 +1160,4 @@ class ObjectParser {
         "global data nor code; move it to .rodata/.data/.bss or .maps",
     );
   }
-}
-
-/**
- * The BTF type of a data-map variable, for callers that want to describe it.
- *
- * @example
- * ```ts
- * import { parseObjectFile, variableType } from "./spec.ts";
- * const spec = parseObjectFile("tool.bpf.o");
- * const rodata = spec.maps.find((m) => m.name === ".rodata");
- * if (rodata && spec.btf) console.log(variableType(spec.btf, rodata.variables[0]));
- * ```
- */
-export function variableType(btf: Btf, v: DataVariable): BtfType {
-  return btf.resolve(v.typeId);
 }

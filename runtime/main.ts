@@ -22,7 +22,7 @@ import { parseArgs } from "../artifacts/cli.ts";
 
 const HELP = `bpfd ${RUNTIME_VERSION} — the bpfpack target runtime
 
-Usage: bpfd [--max-fds N] [--probe-mode auto|pmu|tracefs]
+Usage: bpfd [--max-fds N] [--probe-mode auto|pmu|tracefs] [--cache-dir DIR]
 
 Reads BPFd protocol commands on stdin, one per line, and answers each with
 START_BPFD_OUTPUT / body / END_BPFD_OUTPUT on stdout. Send HELLO for the
@@ -34,6 +34,8 @@ Options:
   --max-fds N   most fds one session may hold (default 4096)
   --probe-mode  how kprobes/uprobes are made: auto (perf PMU, else tracefs
                 kprobe_events/uprobe_events), pmu, or tracefs
+  --cache-dir   where uploaded bundles are kept (default $BPFD_CACHE_DIR,
+                else $TMPDIR/bpfpack-bundles)
   --version     print the version
   --help        this text`;
 
@@ -42,7 +44,10 @@ const SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGHUP", "SIGINT"];
 const SIGNO: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
 
 /** Runs one session on the given channel; resolves with the exit status. */
-export async function serve(io: Stdio, opts: { maxFds?: number } = {}): Promise<number> {
+export async function serve(
+  io: Stdio,
+  opts: { maxFds?: number; cacheDir?: string } = {},
+): Promise<number> {
   let stopSignal: Deno.Signal | null = null;
   const handlers = SIGNALS.map((sig) => {
     const h = () => {
@@ -59,7 +64,7 @@ export async function serve(io: Stdio, opts: { maxFds?: number } = {}): Promise<
     warn: (m) => io.warn(m),
     yieldNow,
     stopping: () => stopSignal !== null,
-  });
+  }, { cacheDir: opts.cacheDir });
   raiseMemlock();
   io.write(BANNER + "\n");
   let lastYield = performance.now();
@@ -135,10 +140,14 @@ if (import.meta.main) {
   }
   const { values, positionals } = parseArgs({
     args,
-    options: { "max-fds": { type: "string" }, "probe-mode": { type: "string" } },
+    options: {
+      "max-fds": { type: "string" },
+      "probe-mode": { type: "string" },
+      "cache-dir": { type: "string" },
+    },
     strict: false,
   });
-  const bad = Object.keys(values).find((k) => !["max-fds", "probe-mode"].includes(k));
+  const bad = Object.keys(values).find((k) => !["max-fds", "probe-mode", "cache-dir"].includes(k));
   if (bad || positionals.length) {
     console.error(`bpfd: unknown option ${bad ? `--${bad}` : positionals[0]} (see --help)`);
     Deno.exit(2);
@@ -162,7 +171,7 @@ if (import.meta.main) {
   const io = new Stdio();
   let code = 1;
   try {
-    code = await serve(io, { maxFds });
+    code = await serve(io, { maxFds, cacheDir: values["cache-dir"] as string | undefined });
   } catch (e) {
     io.warn(`bpfd: fatal: ${(e as Error)?.stack ?? e}`);
   }

@@ -29,6 +29,8 @@ import { failure, notRecognized, openFailed, status } from "./protocol/response.
 import type { MapRes, Session } from "./session.ts";
 import { Kallsyms } from "./symbols/kallsyms.ts";
 import * as usym from "./symbols/usym.ts";
+import { BundleOps } from "./bundle_ops.ts";
+import { BundleStore } from "./bundle_store.ts";
 
 /** Runtime version reported by HELLO. */
 export const RUNTIME_VERSION = "0.1.0";
@@ -67,10 +69,15 @@ export class Ops {
   #s: Session;
   #io: OpsIo;
   #ksyms: Kallsyms | null = null;
+  #bundles: BundleOps;
 
-  constructor(session: Session, io: OpsIo) {
+  constructor(session: Session, io: OpsIo, opts: { cacheDir?: string } = {}) {
     this.#s = session;
     this.#io = io;
+    this.#bundles = new BundleOps(
+      session,
+      new BundleStore(opts.cacheDir ?? BundleStore.defaultDir()),
+    );
   }
 
   /** Runs one parsed command; never throws. */
@@ -167,6 +174,7 @@ export class Ops {
         return this.hello(a as string[]);
       case "BPF_CLOSE_FD":
         this.#s.close(n(0));
+        this.#bundles.forget(n(0));
         return [status("bpf_close_fd", 0)];
       case "BPF_MAP_DUMP":
         return this.mapDump(n(0));
@@ -185,6 +193,16 @@ export class Ops {
         return this.openRingBuffer(n(0));
       case "SESSION_FDS":
         return this.sessionFds();
+      case "BUNDLE_BEGIN":
+        return this.#bundles.begin(s(0), n(1));
+      case "BUNDLE_CHUNK":
+        return this.#bundles.chunk(s(0), n(1), s(2));
+      case "BUNDLE_END":
+        return this.#bundles.end(s(0));
+      case "BUNDLE_LOAD":
+        return this.#bundles.load(s(0), a.slice(1) as string[]);
+      case "BPF_ATTACH_PROG":
+        return this.#bundles.attachProg(n(0), a.slice(1) as string[]);
     }
     throw new SysError(38, `${name} is not implemented`);
   }
@@ -870,6 +888,7 @@ function explainUpdate(e: number, flags: bigint, m: MapRes): string {
 }
 
 function explainProgLoad(e: bpf.ProgLoadError): string {
+  if ("program" in e) return e.message; // from the bundle loader: names the program
   if (e.errno === 1) return "permission denied: run bpfd as root (or with CAP_BPF + CAP_PERFMON)";
   if (e.errno === 7) return "program too large for this kernel";
   if (e.log) return "the verifier rejected the program (its log follows)";

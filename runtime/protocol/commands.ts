@@ -210,6 +210,39 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     extension: true,
     help: "make a RINGBUF map pollable with PERF_READER_POLL (ret is its fd)",
   },
+  BUNDLE_BEGIN: {
+    args: a("digest:str size:int"),
+    label: "bundle_begin",
+    extension: true,
+    help: "announce a bundle upload; answers 'have <path>' or 'send <chunk bytes>'",
+  },
+  BUNDLE_CHUNK: {
+    args: a("digest:str offset:int data:b64"),
+    label: "bundle_chunk",
+    extension: true,
+    help: "one chunk of an upload, in order; ret is the bytes received so far",
+  },
+  BUNDLE_END: {
+    args: a("digest:str"),
+    label: "bundle_end",
+    extension: true,
+    help: "finish an upload: digest checked, stored in the device cache; answers 'path <path>'",
+  },
+  BUNDLE_LOAD: {
+    args: a("path:str"),
+    variadic: "str",
+    label: "bundle_load",
+    extension: true,
+    help:
+      "load the object fitting this kernel from a bundle; options mode=, attach=, programs=, rodata.<var>=",
+  },
+  BPF_ATTACH_PROG: {
+    args: a("prog_fd:int"),
+    variadic: "str",
+    label: "bpf_attach_prog",
+    extension: true,
+    help: "attach a bundle program by its section; options target=, pid=",
+  },
   SESSION_FDS: {
     args: [],
     label: "session_fds",

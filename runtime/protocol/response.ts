@@ -21,17 +21,14 @@ export function status(label: string, ret: number | bigint): string {
 }
 
 const MAX_DIAG = 1000;
+const CONTROL = new RegExp("[\\x00-\\x1f\\x7f]", "g");
 
 /**
  * A diagnostic as one safe line: control characters escaped (`\x0d`), and at
  * most 1000 characters (client tokens echoed in messages can be huge).
  */
 export function cleanDiagnostic(msg: string): string {
-  // deno-lint-ignore no-control-regex
-  const s = msg.replace(
-    /[\x00-\x1f\x7f]/g,
-    (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`,
-  );
+  const s = msg.replace(CONTROL, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
   return s.length > MAX_DIAG ? `${s.slice(0, MAX_DIAG)}…(${s.length} characters)` : s;
 }
 

@@ -31,7 +31,7 @@ export interface LookupOptions {
   rounds?: number;
   /** Distinct keys in the map, looked up in turn (default 64). */
   keys?: number;
-  /** CPU placement (default `none`: the scheduler decides). */
+  /** CPU placement of the C client runs (default `same`: both on CPU 0). */
   pin?: Pin;
   /** Pause before reading VmRSS, so the daemon is idle (ms, default 200). */
   idleMs?: number;
@@ -64,6 +64,9 @@ export interface RttJson {
   total_ns: number;
   warmup_ns: number;
   startup_ns: number;
+  daemon_cpu_ns: number;
+  daemon_user_ns: number;
+  daemon_sys_ns: number;
   rss_start_kb: number;
   rss_end_kb: number;
   hwm_kb: number;
@@ -82,6 +85,10 @@ export interface LatencySummary {
   max: number;
   /** p50 of each round. */
   roundP50: number[];
+  /** CPU time of the daemon (all threads) per timed request, µs; user and system parts. */
+  cpuPerReq: number;
+  userPerReq: number;
+  sysPerReq: number;
   /** Median over rounds of VmRSS right after start-up (GET_CPUS answered, then idle). */
   rssStartMiB: number;
   /** Median over rounds of VmRSS after the latency run (idle). */
@@ -129,6 +136,8 @@ export async function rttRun(
   return j;
 }
 
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
 function summarize(runs: RttJson[]): LatencySummary {
   const all: number[] = [];
   for (const r of runs) for (const x of r.latencies_ns ?? []) all.push(x / 1000);
@@ -143,6 +152,9 @@ function summarize(runs: RttJson[]): LatencySummary {
     min: Math.min(...runs.map((r) => r.min_ns / 1000)),
     max: Math.max(...runs.map((r) => r.max_ns / 1000)),
     roundP50: runs.map((r) => r.p50_ns / 1000),
+    cpuPerReq: sum(runs.map((r) => r.daemon_cpu_ns)) / sum(runs.map((r) => r.iterations)) / 1000,
+    userPerReq: sum(runs.map((r) => r.daemon_user_ns)) / sum(runs.map((r) => r.iterations)) / 1000,
+    sysPerReq: sum(runs.map((r) => r.daemon_sys_ns)) / sum(runs.map((r) => r.iterations)) / 1000,
     rssStartMiB: kb(runs.map((r) => r.rss_start_kb)),
     rssEndMiB: kb(runs.map((r) => r.rss_end_kb)),
     hwmMiB: Math.max(...runs.map((r) => r.hwm_kb)) / 1024,
@@ -196,7 +208,7 @@ export async function benchLookup(
     iterations: per,
     warmup: opts.warmup ?? 2_000,
     keys: opts.keys ?? 64,
-    pin: opts.pin ?? "none",
+    pin: opts.pin ?? "same",
     idleMs: opts.idleMs ?? 200,
   };
   const log = opts.log ?? (() => {});
@@ -216,8 +228,8 @@ export async function benchLookup(
   if (dn > 0) {
     const w = Math.min(1_000, dn);
     log(`lookup: ${dn} round trips per daemon through the Deno RawClient`);
-    denoC = await rawClientRtt(pinned([nat.baseline], o.pin, "daemon"), dn, w);
-    denoRt = await rawClientRtt(pinned(runtimeCommand(), o.pin, "daemon"), dn, w);
+    denoC = await rawClientRtt([nat.baseline], dn, w);
+    denoRt = await rawClientRtt(runtimeCommand(), dn, w);
   }
   const base = { bench: "lookup", baselineName: "C daemon, same C client" };
   const note =
@@ -237,6 +249,18 @@ export async function benchLookup(
     row({ ...base, metric: "round trip mean", unit: "us", value: rt.mean, baseline: c.mean }),
     row({
       ...base,
+      metric: "daemon CPU time per request",
+      unit: "us",
+      value: rt.cpuPerReq,
+      baseline: c.cpuPerReq,
+      note: `all threads, schedstat; user/sys ${rt.userPerReq.toFixed(1)}/` +
+        `${rt.sysPerReq.toFixed(1)} µs vs ${c.userPerReq.toFixed(1)}/${
+          c.sysPerReq.toFixed(1)
+        } µs ` +
+        "(clock ticks, coarse)",
+    }),
+    row({
+      ...base,
       metric: "VmRSS idle after latency run",
       unit: "MiB",
       value: rt.rssEndMiB,
@@ -252,7 +276,7 @@ export async function benchLookup(
       value: median(denoRt),
       baseline: median(denoC),
       baselineName: "C daemon, same RawClient",
-      note: `${dn} requests each; the client (tools/client/raw.ts) the dump walk (c) uses`,
+      note: `${dn} requests each, not pinned; tools/client/raw.ts, the client of dump (c)`,
     }));
   }
   return {

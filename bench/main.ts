@@ -21,7 +21,7 @@
  */
 
 import { parseArgs } from "node:util";
-import { buildNative, type Pin } from "./native.ts";
+import { buildNative, type Native, type Pin, setRuntimeEntry } from "./native.ts";
 import { benchLookup } from "./lookup_latency.ts";
 import { benchDump } from "./map_dump.ts";
 import { benchStartup } from "./startup.ts";
@@ -57,11 +57,14 @@ Options:
   --deno-client N    lookup: round trips through the Deno RawClient (default 3000; 0 = skip)
   --entries N        dump: map entries (default 100000)
   --walk N           dump: keys walked by (c) before extrapolating (default 10000)
-  --reps N           dump: timed repetitions of the baseline, (a) and (b) (default 5)
+  --reps N           dump: timed repetitions of the baseline, (a) and (b) (default 7)
   --runs N           startup: start-ups per daemon (default 10)
-  --pin MODE         lookup/startup CPU placement: none (scheduler decides), same
-                     (client and daemon on CPU 0), split (client CPU 0, daemon
-                     CPU 1) (default none)
+  --pin MODE         lookup (C client): CPU placement of client and daemon: same
+                     (both on CPU 0), split (client CPU 0, daemon CPU 1), none
+                     (the scheduler decides) (default same: on a VM, a wake-up
+                     across vCPUs costs 50-300 µs and swamps both daemons)
+  --runtime FILE     the runtime's main.ts to benchmark (default runtime/main.ts of
+                     this checkout; e.g. a patched copy)
   --json             print one JSON document instead of the table
   -q, --quiet        no progress messages on stderr
   -h, --help         this text
@@ -91,6 +94,7 @@ export interface BenchArgs {
   reps: number;
   runs: number;
   pin: Pin;
+  runtime: string | null;
   json: boolean;
   quiet: boolean;
 }
@@ -114,6 +118,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
         reps: { type: "string" },
         runs: { type: "string" },
         pin: { type: "string" },
+        runtime: { type: "string" },
         json: { type: "boolean" },
         quiet: { type: "boolean", short: "q" },
         help: { type: "boolean", short: "h" },
@@ -135,7 +140,7 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
       Deno.exit(2);
     }
   }
-  const pin = v.pin ?? "none";
+  const pin = v.pin ?? "same";
   if (!["none", "same", "split"].includes(pin)) {
     console.error(`bench: --pin is none, same or split, got ${pin}`);
     Deno.exit(2);
@@ -148,9 +153,10 @@ export function parseBenchArgs(argv: string[]): BenchArgs {
     denoClient: int(v["deno-client"], "deno-client", 3_000),
     entries: int(v.entries, "entries", 100_000, 1),
     walk: int(v.walk, "walk", 10_000, 1),
-    reps: int(v.reps, "reps", 5, 1),
+    reps: int(v.reps, "reps", 7, 1),
     runs: int(v.runs, "runs", 10, 1),
     pin: pin as Pin,
+    runtime: v.runtime ?? null,
     json: v.json ?? false,
     quiet: v.quiet ?? false,
   };
@@ -171,9 +177,8 @@ export function renderTable(rows: Row[]): string {
     r.goal === undefined ? "" : `≤ ${r.goal}× ${r.pass ? "met" : "MISSED"}`,
   ]);
   const notes = rows
-    .map((r, i) => ({ r, i }))
-    .filter(({ r }) => r.note || r.baselineName)
-    .map(({ r }) =>
+    .filter((r) => r.note || r.baselineName)
+    .map((r) =>
       `  ${r.bench} / ${r.metric}: baseline = ${r.baselineName || "-"}` +
       (r.note ? `; ${r.note}` : "")
     );
@@ -184,17 +189,27 @@ export function renderTable(rows: Row[]): string {
 async function main(): Promise<number> {
   const a = parseBenchArgs(Deno.args);
   const log = a.quiet ? () => {} : (m: string) => console.error(`[bench] ${m}`);
+  if (a.runtime) setRuntimeEntry(await Deno.realPath(a.runtime));
   const t0 = performance.now();
   const rows: Row[] = [];
   const raw: Record<string, unknown> = {};
   const errors: Record<string, string> = {};
   const needNative = a.only.includes("lookup") || a.only.includes("startup");
   log(needNative ? "compiling bench/c with gcc -O2" : "no C side needed");
-  const nat = needNative ? await buildNative() : null;
+  let nat: Native | null = null;
+  let buildError = "";
+  if (needNative) {
+    try {
+      nat = await buildNative();
+    } catch (e) {
+      buildError = `cannot build bench/c: ${(e as Error).message}`;
+    }
+  }
   try {
     for (const b of a.only) {
       const t = performance.now();
       try {
+        if (b !== "dump" && !nat) throw new Error(buildError);
         if (b === "lookup") {
           const r = await benchLookup(nat!, {
             iterations: a.iterations,
@@ -211,7 +226,7 @@ async function main(): Promise<number> {
           rows.push(...r.rows);
           raw.dump = r.raw;
         } else {
-          const r = await benchStartup(nat!, { runs: a.runs, pin: a.pin, log });
+          const r = await benchStartup(nat!, { runs: a.runs, log });
           rows.push(...r.rows);
           raw.startup = r.raw;
         }

@@ -29,7 +29,7 @@ export interface DumpOptions {
   entries?: number;
   /** Keys walked by (c) before extrapolating to the whole map (default 10,000). */
   walk?: number;
-  /** Timed repetitions of the raw baseline, (a) and (b); the median is reported (default 5). */
+  /** Timed repetitions of the raw baseline, (a) and (b); the median is reported (default 7). */
   reps?: number;
   /** BPF_UPDATE_ELEM lines per pipelined write when filling (default 5,000). */
   chunk?: number;
@@ -173,7 +173,7 @@ function rawBatch(fd: number, batch: number, visit?: (p: bpf.BatchPage) => void)
 export async function benchDump(opts: DumpOptions = {}): Promise<{ rows: Row[]; raw: DumpRaw }> {
   const N = opts.entries ?? 100_000;
   const walk = Math.min(N, opts.walk ?? 10_000);
-  const reps = Math.max(1, opts.reps ?? 5);
+  const reps = Math.max(1, opts.reps ?? 7);
   const chunk = opts.chunk ?? 5_000;
   const batch = opts.batch ?? 8192;
   const log = opts.log ?? (() => {});
@@ -343,29 +343,32 @@ export async function benchDump(opts: DumpOptions = {}): Promise<{ rows: Row[]; 
       baseline: median(rawBatchMs),
       baselineName: `raw BPF_MAP_LOOKUP_BATCH in-process (${batch}/call)`,
     };
-    const split = (recv: number[], dec: number[], bytes: number) =>
+    const split = (all: number[], recv: number[], dec: number[], bytes: number) =>
       `receive ${median(recv).toFixed(1)} + decode ${median(dec).toFixed(1)} ms; ` +
-      `${(bytes / 1e6).toFixed(2)} MB body; median of ${reps}`;
+      `${(bytes / 1e6).toFixed(2)} MB body; median of ${reps} (min ${
+        Math.min(...all).toFixed(1)
+      } ms; baseline min ${Math.min(...rawBatchMs).toFixed(1)} ms)`;
     const rows = [
       row({
         ...base,
         metric: `(a) BPF_MAP_DUMP, ${N} entries → Map`,
         value: median(mapDumpMs),
         goal: 3,
-        note: split(mapDumpReceiveMs, mapDumpDecodeMs, mapDumpBytes),
+        note: split(mapDumpMs, mapDumpReceiveMs, mapDumpDecodeMs, mapDumpBytes),
       }),
       row({
         ...base,
         metric: `(b) BPF_GET_FIRST_KEY dump_all → Map`,
         value: median(dumpAllMs),
-        note: split(dumpAllReceiveMs, dumpAllDecodeMs, dumpAllBytes),
+        note: split(dumpAllMs, dumpAllReceiveMs, dumpAllDecodeMs, dumpAllBytes),
       }),
       row({
         ...base,
         metric: `(c) per-key LOOKUP + GET_NEXT_KEY → Map`,
         value: walkExtrapolatedMs,
         note: walked.size < N
-          ? `EXTRAPOLATED from ${walked.size} keys (${walkMs.toFixed(0)} ms) to ${N}`
+          ? `EXTRAPOLATED from ${walked.size} keys (${walkMs.toFixed(0)} ms, ` +
+            `${(walkMs * 500 / walked.size).toFixed(0)} µs per round trip) to ${N}`
           : `all ${N} keys`,
       }),
       row({

@@ -64,9 +64,19 @@ export async function buildNative(): Promise<Native> {
   }
 }
 
+let runtimeEntry = `${ROOT}/runtime/main.ts`;
+
+/**
+ * Benchmarks another copy of the runtime (e.g. a patched one under /tmp):
+ * the path of its `main.ts`.
+ */
+export function setRuntimeEntry(path: string): void {
+  runtimeEntry = path;
+}
+
 /** The command line that runs the Deno runtime from source (with the running Deno binary). */
 export function runtimeCommand(): string[] {
-  return [Deno.execPath(), "run", "-A", "--no-check", `${ROOT}/runtime/main.ts`];
+  return [Deno.execPath(), "run", "-A", "--no-check", runtimeEntry];
 }
 
 /** CPU placement of client and daemon for the pipe benchmarks. */

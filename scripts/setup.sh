@@ -51,6 +51,8 @@ if [ "$have" != "$DENO_VERSION" ]; then
   say "installing deno $DENO_VERSION from npm"
   npm ci --prefix scripts/deno --no-audit --no-fund --loglevel=error >/dev/null
 fi
+# A deno under node_modules/.bin would make `deno task` run the binary as a script.
+rm -f node_modules/.bin/deno
 # Project npm packages (zod; @types/node for type-checking node: built-ins).
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm packages"

@@ -12,7 +12,10 @@
  * rtt:     GET_CPUS (timed: start-up), idle VmRSS, BPF_CREATE_MAP of a hash map
  *          (u32 -> u64, N keys), one BPF_UPDATE_ELEM per key, then warm-up and
  *          timed BPF_LOOKUP_ELEM round trips over the keys in turn (each answer
- *          is checked), idle VmRSS again, exit.
+ *          is checked), idle VmRSS again, exit. Also reports the CPU time the
+ *          daemon used during the timed part (all its threads, from
+ *          /proc/<pid>/task/<tid>/schedstat; user/system split from
+ *          /proc/<pid>/stat in clock ticks).
  * startup: N times: spawn, write the line (default GET_CPUS) at once, time the
  *          banner and the end of the first response, read idle VmRSS, exit.
  *
@@ -27,6 +30,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <dirent.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -207,6 +211,51 @@ static long proc_status_kb(pid_t pid, const char *field)
 	return kb;
 }
 
+/* CPU time (ns) used so far by all threads of pid: the sum of their schedstat run times. */
+static uint64_t proc_cpu_ns(pid_t pid)
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	DIR *d = opendir(path);
+	if (!d)
+		return 0;
+	uint64_t sum = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.20s/schedstat", (int)pid, e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		unsigned long long run = 0;
+		if (fscanf(f, "%llu", &run) == 1)
+			sum += run;
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
+}
+
+/* User and system CPU time of the whole process in clock ticks (/proc/<pid>/stat fields 14, 15). */
+static void proc_times(pid_t pid, unsigned long *utime, unsigned long *stime)
+{
+	char path[64], buf[1024];
+	*utime = *stime = 0;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return;
+	/* After ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+	sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", utime, stime);
+}
+
 /* ------------------------------------------------------------------ helpers */
 
 static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -341,6 +390,9 @@ static int mode_rtt(const struct opts *o)
 			errors++;
 	}
 	uint64_t warm_ns = now_ns() - tw;
+	unsigned long ut0, st0, ut1, st1;
+	proc_times(c.pid, &ut0, &st0);
+	uint64_t cpu0 = proc_cpu_ns(c.pid);
 	uint64_t tm = now_ns();
 	for (long i = 0; i < o->iterations; i++) {
 		long k = i % o->keys;
@@ -352,6 +404,9 @@ static int mode_rtt(const struct opts *o)
 			errors++;
 	}
 	uint64_t total_ns = now_ns() - tm;
+	uint64_t cpu_ns = proc_cpu_ns(c.pid) - cpu0;
+	proc_times(c.pid, &ut1, &st1);
+	double tick_ns = 1e9 / (double)sysconf(_SC_CLK_TCK);
 	sleep_ms((int)o->idle_ms);
 	long rss_end = proc_status_kb(c.pid, "VmRSS");
 	long hwm = proc_status_kb(c.pid, "VmHWM");
@@ -380,6 +435,8 @@ static int mode_rtt(const struct opts *o)
 	printf("\"mean_ns\":%.1f,\"stdev_ns\":%.1f,\"total_ns\":%" PRIu64 ",\"warmup_ns\":%" PRIu64
 	       ",\"startup_ns\":%" PRIu64 ",",
 	       mean, N ? sqrt(sq / (double)N) : 0.0, total_ns, warm_ns, startup);
+	printf("\"daemon_cpu_ns\":%" PRIu64 ",\"daemon_user_ns\":%.0f,\"daemon_sys_ns\":%.0f,",
+	       cpu_ns, (double)(ut1 - ut0) * tick_ns, (double)(st1 - st0) * tick_ns);
 	printf("\"rss_start_kb\":%ld,\"rss_end_kb\":%ld,\"hwm_kb\":%ld", rss_start, rss_end, hwm);
 	if (o->raw) {
 		printf(",\"latencies_ns\":[");

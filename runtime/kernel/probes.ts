@@ -135,6 +135,56 @@ export function removeLegacyEvent(ev: { file: string; name: string }): boolean {
   }
 }
 
+/** What one dynamic probe needs, whichever way it is created. */
+interface ProbeRequest {
+  kind: "kprobe" | "uprobe";
+  progFd: number;
+  retprobe: boolean;
+  evName: string;
+  /** Function name (kprobe) or binary path (uprobe): the PMU's config1 string. */
+  target: string;
+  offset: bigint | number;
+  pid: number;
+  /** The probe as kprobe_events/uprobe_events spell it. */
+  legacySpec: string;
+  what: string;
+}
+
+/** Creates a probe through the PMU, else through tracefs, as `--probe-mode` allows. */
+function attachProbe(r: ProbeRequest): Attachment {
+  const pmu = mode === "tracefs" ? null : probePmu(r.kind);
+  if (pmu) {
+    arena.reset();
+    const target = arena.cstr(r.target);
+    const fd = perfEventOpen(
+      {
+        type: pmu.type,
+        config: r.retprobe ? 1 << pmu.retBit : 0,
+        config1: target.ptr,
+        config2: r.offset,
+        samplePeriod: 1,
+      },
+      r.pid,
+      r.pid === -1 ? 0 : -1,
+    );
+    attachPerf(fd, r.progFd);
+    return { fd, kind: r.kind, what: r.what };
+  }
+  if (mode === "pmu" || !hasLegacyEvents(r.kind)) {
+    const plural = `${r.kind}s`;
+    throw new SysError(
+      95,
+      mode === "auto"
+        ? `${r.what}: ${plural} are not available on this kernel (no ${r.kind} PMU in ${PMU_DIR} ` +
+          `and no ${r.kind}_events in tracefs; CONFIG_${r.kind.toUpperCase()}S is off)` +
+          (r.kind === "kprobe" ? ": use a tracepoint instead" : "")
+        : `${r.what}: no ${r.kind} ${mode === "pmu" ? "PMU" : `${r.kind}_events`} on this kernel ` +
+          `and bpfd runs with --probe-mode ${mode}: try --probe-mode auto`,
+    );
+  }
+  return legacyProbe(r.kind, r.progFd, r.evName, r.legacySpec, r.retprobe, r.what, r.pid);
+}
+
 /**
  * Attaches `progFd` to a kprobe (or kretprobe) on `fn`. `evName` names the
  * tracefs event on the fallback path.
@@ -146,43 +196,17 @@ export function attachKprobe(
   evName: string,
   offset = 0,
 ): Attachment {
-  const what = `${retprobe ? "kretprobe" : "kprobe"}:${fn}`;
-  const pmu = mode === "tracefs" ? null : probePmu("kprobe");
-  if (pmu) {
-    arena.reset();
-    const name = arena.cstr(fn);
-    const fd = perfEventOpen(
-      {
-        type: pmu.type,
-        config: retprobe ? 1 << pmu.retBit : 0,
-        config1: name.ptr,
-        config2: offset,
-        samplePeriod: 1,
-      },
-      -1,
-      0,
-    );
-    attachPerf(fd, progFd);
-    return { fd, kind: "kprobe", what };
-  }
-  if (mode === "pmu" || !hasLegacyEvents("kprobe")) {
-    throw new SysError(
-      95,
-      mode === "auto"
-        ? `${what}: kprobes are not available on this kernel (no kprobe PMU in ${PMU_DIR} and no ` +
-          `kprobe_events in tracefs; CONFIG_KPROBES is off): use a tracepoint instead`
-        : `${what}: no kprobe ${mode === "pmu" ? "PMU" : "kprobe_events"} on this kernel and ` +
-          `bpfd runs with --probe-mode ${mode}: try --probe-mode auto`,
-    );
-  }
-  return legacyProbe(
-    "kprobe",
+  return attachProbe({
+    kind: "kprobe",
     progFd,
-    evName,
-    offset ? `${fn}+${offset}` : fn,
     retprobe,
-    what,
-  );
+    evName,
+    target: fn,
+    offset,
+    pid: -1,
+    legacySpec: offset ? `${fn}+${offset}` : fn,
+    what: `${retprobe ? "kretprobe" : "kprobe"}:${fn}`,
+  });
 }
 
 /** Attaches `progFd` to a uprobe at a file offset of `path`, for `pid` (-1: every process). */
@@ -194,42 +218,24 @@ export function attachUprobe(
   pid: number,
   evName: string,
 ): Attachment {
-  const what = `${retprobe ? "uretprobe" : "uprobe"}:${path}:0x${BigInt(offset).toString(16)}`;
+  const hex = `0x${BigInt(offset).toString(16)}`;
+  const what = `${retprobe ? "uretprobe" : "uprobe"}:${path}:${hex}`;
   try {
     Deno.statSync(path);
   } catch {
     throw new SysError(2, `${what}: ${path} does not exist on the target`);
   }
-  const pmu = mode === "tracefs" ? null : probePmu("uprobe");
-  if (pmu) {
-    arena.reset();
-    const p = arena.cstr(path);
-    const fd = perfEventOpen(
-      {
-        type: pmu.type,
-        config: retprobe ? 1 << pmu.retBit : 0,
-        config1: p.ptr,
-        config2: offset,
-        samplePeriod: 1,
-      },
-      pid,
-      pid === -1 ? 0 : -1,
-    );
-    attachPerf(fd, progFd);
-    return { fd, kind: "uprobe", what };
-  }
-  if (mode === "pmu" || !hasLegacyEvents("uprobe")) {
-    throw new SysError(95, `${what}: uprobes are not available on this kernel`);
-  }
-  return legacyProbe(
-    "uprobe",
+  return attachProbe({
+    kind: "uprobe",
     progFd,
-    evName,
-    `${path}:0x${BigInt(offset).toString(16)}`,
     retprobe,
-    what,
+    evName,
+    target: path,
+    offset,
     pid,
-  );
+    legacySpec: `${path}:${hex}`,
+    what,
+  });
 }
 
 /** Attaches `progFd` to tracepoint `category:name` (perf event on CPU 0, all processes). */

@@ -15,12 +15,36 @@
 import { z } from "zod";
 import { KernelInputError } from "./errors.ts";
 
-/** Architectures, by the name `uname -m` reports. */
+/**
+ * Architectures, by the name `uname -m` reports.
+ *
+ * @example
+ * ```ts
+ * import { ArchSchema } from "./arch.ts";
+ * console.log(ArchSchema.parse("aarch64"));
+ * ```
+ */
 export const ArchSchema = z.enum(["x86_64", "aarch64"]);
-/** An architecture, by the name `uname -m` reports (`x86_64`, `aarch64`). */
+/**
+ * An architecture, by the name `uname -m` reports (`x86_64`, `aarch64`).
+ *
+ * @example
+ * ```ts
+ * import type { Arch } from "./arch.ts";
+ * const a: Arch = "x86_64";
+ * ```
+ */
 export type Arch = z.infer<typeof ArchSchema>;
 
-/** Names of one architecture in the places this module touches. */
+/**
+ * Names of one architecture in the places this module touches.
+ *
+ * @example
+ * ```ts
+ * import { type ArchInfo, archInfo } from "./arch.ts";
+ * const info: ArchInfo = archInfo("x86_64"); // { debArch: "amd64", kernelDir: "x86", … }
+ * ```
+ */
 export interface ArchInfo {
   /** `uname -m` name. */
   arch: Arch;

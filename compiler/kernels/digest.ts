@@ -21,7 +21,16 @@
 
 import { createHash } from "node:crypto";
 
-/** Result of {@link digestTree}. */
+/**
+ * Result of {@link digestTree}.
+ *
+ * @example
+ * ```ts
+ * import { digestTree, type TreeDigest } from "./digest.ts";
+ * const d: TreeDigest = await digestTree("/tmp/tree");
+ * console.log(d.files, d.bytes);
+ * ```
+ */
 export interface TreeDigest {
   /** `sha256:<64 hex>`. */
   digest: string;
@@ -31,7 +40,15 @@ export interface TreeDigest {
   bytes: number;
 }
 
-/** Options of {@link digestTree}. */
+/**
+ * Options of {@link digestTree}.
+ *
+ * @example
+ * ```ts
+ * import type { DigestTreeOptions } from "./digest.ts";
+ * const o: DigestTreeOptions = { roots: ["include", ".config"] };
+ * ```
+ */
 export interface DigestTreeOptions {
   /**
    * Root-relative files or directories to cover (missing ones are ignored);
@@ -81,8 +98,20 @@ export async function digestTree(dir: string, opts: DigestTreeOptions = {}): Pro
   const hash = createHash("sha256");
   const enc = new TextEncoder();
   let bytes = 0;
-  for (const rel of unique) {
-    const data = await Deno.readFile(`${dir}/${rel}`);
+  // Read ahead (up to 32 files in flight) but hash strictly in path order.
+  const reads = new Map<number, Promise<Uint8Array>>();
+  const start = (i: number) => {
+    if (i >= unique.length) return;
+    const read = Deno.readFile(`${dir}/${unique[i]}`);
+    read.catch(() => {}); // observed when awaited below, in order
+    reads.set(i, read);
+  };
+  for (let i = 0; i < 32; i++) start(i);
+  for (let i = 0; i < unique.length; i++) {
+    const rel = unique[i];
+    const data = await reads.get(i)!;
+    reads.delete(i);
+    start(i + 32);
     hash.update(enc.encode(rel));
     hash.update(enc.encode(`\0${data.length}\0`));
     hash.update(data);

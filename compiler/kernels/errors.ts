@@ -14,7 +14,15 @@
  * @module
  */
 
-/** What kind of failure a {@link KernelInputError} reports. */
+/**
+ * What kind of failure a {@link KernelInputError} reports.
+ *
+ * @example
+ * ```ts
+ * import type { KernelErrorCode } from "./errors.ts";
+ * const code: KernelErrorCode = "network";
+ * ```
+ */
 export type KernelErrorCode =
   /** The Debian archive (or a mirror/proxy) could not be reached. */
   | "network"

@@ -17,7 +17,7 @@ import { KernelInputError } from "./errors.ts";
 /** What to install when a tool is missing (Debian package names). */
 const INSTALL_HINT: Record<string, string> = {
   "apt-get": "this needs Debian's apt (run on a Debian/Ubuntu host), or use a " +
-    "{ kind: \"tree\" } or { kind: \"btf\" } kernel spec instead of { kind: \"debian\" }",
+    '{ kind: "tree" } or { kind: "btf" } kernel spec instead of { kind: "debian" }',
   "apt-cache": "this needs Debian's apt (run on a Debian/Ubuntu host)",
   "dpkg-deb": "install it: apt-get install dpkg",
   tar: "install it: apt-get install tar",
@@ -30,7 +30,16 @@ const INSTALL_HINT: Record<string, string> = {
   lz4: "install it: apt-get install lz4",
 };
 
-/** Result of {@link run}. */
+/**
+ * Result of {@link run}.
+ *
+ * @example
+ * ```ts
+ * import { run, type RunResult } from "./exec.ts";
+ * const r: RunResult = await run("true", []);
+ * console.log(r.code); // 0
+ * ```
+ */
 export interface RunResult {
   /** Exit code. */
   code: number;
@@ -40,7 +49,15 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Options of {@link run}. */
+/**
+ * Options of {@link run}.
+ *
+ * @example
+ * ```ts
+ * import type { RunOptions } from "./exec.ts";
+ * const o: RunOptions = { cwd: "/tmp", allowFailure: true, onLine: console.log };
+ * ```
+ */
 export interface RunOptions {
   /** Working directory. */
   cwd?: string;

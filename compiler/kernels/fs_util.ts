@@ -249,7 +249,15 @@ export async function resolveInRoot(root: string, rel: string): Promise<string |
   return done.join("/");
 }
 
-/** Counts returned by {@link copyMaterialised}. */
+/**
+ * Counts returned by {@link copyMaterialised}.
+ *
+ * @example
+ * ```ts
+ * import { copyMaterialised, type CopyStats } from "./fs_util.ts";
+ * const s: CopyStats = await copyMaterialised({ root: "/tmp/x", rel: "usr/src/a/include" }, "/tmp/t");
+ * ```
+ */
 export interface CopyStats {
   /** Regular files written. */
   files: number;
@@ -262,40 +270,93 @@ export interface CopyStats {
 }
 
 /**
- * Copy the subtree `rel` of `root` to `dest`, replacing every symlink by a copy
+ * Copy the subtree `src.rel` of `src.root` to `dest`, replacing every symlink by a copy
  * of what it points to (resolved with {@link resolveInRoot}), so `dest` holds
  * only regular files and directories. Dangling links are skipped and reported.
- * Existing files in `dest` are overwritten (so a second call overlays).
+ * Existing files in `dest` are overwritten (so a second call overlays); pass
+ * `opts.stats` to accumulate counts over several calls. `opts.hardLink` links
+ * instead of copying where possible — only for sources nobody will modify
+ * (e.g. a private extraction directory that is deleted afterwards).
  *
  * @example
  * ```ts
  * import { copyMaterialised } from "./fs_util.ts";
- * const s = await copyMaterialised("/tmp/x", "usr/src/linux-headers-6.1.0-28-common/include", "/tmp/tree/include");
+ * const s = await copyMaterialised(
+ *   { root: "/tmp/x", rel: "usr/src/linux-headers-6.1.0-28-common/include" },
+ *   "/tmp/tree/include",
+ * );
  * console.log(s.files, s.skipped.length);
  * ```
  */
 export async function copyMaterialised(
-  root: string,
-  rel: string,
+  src: { root: string; rel: string },
   dest: string,
-  stats: CopyStats = { files: 0, bytes: 0, materialised: 0, skipped: [] },
+  opts: { stats?: CopyStats; hardLink?: boolean } = {},
 ): Promise<CopyStats> {
+  const { root, rel } = src;
+  const stats = opts.stats ?? { files: 0, bytes: 0, materialised: 0, skipped: [] };
   const real = await resolveInRoot(root, rel);
   if (real === undefined) {
     stats.skipped.push(rel);
     return stats;
   }
-  await copyReal(root, real, dest, stats, new Set(), (await Deno.lstat(`${root}/${rel}`)).isSymlink);
+  const plan: [string, string][] = [];
+  const viaLink = (await Deno.lstat(`${root}/${rel}`)).isSymlink;
+  await planCopy(root, real, dest, stats, new Set(), viaLink, plan);
+  let link = opts.hardLink ?? false;
+  await mapLimit(plan, async ([from, to]) => {
+    if (link) {
+      try {
+        await Deno.remove(to).catch(() => {}); // an overlaid file
+        await Deno.link(from, to);
+        return;
+      } catch {
+        link = false; // another file system, or links not allowed: copy from now on
+      }
+    }
+    await Deno.copyFile(from, to);
+  }, { concurrency: 32 });
   return stats;
 }
 
-async function copyReal(
+/**
+ * Run `fn` over `items` with at most `concurrency` (default 16) calls in flight;
+ * results keep the order of `items`.
+ *
+ * @example
+ * ```ts
+ * import { mapLimit } from "./fs_util.ts";
+ * const sizes = await mapLimit(["/etc/hosts", "/etc/hostname"], async (p) => (await Deno.stat(p)).size, {
+ *   concurrency: 8,
+ * });
+ * ```
+ */
+export async function mapLimit<T, R>(
+  items: readonly T[],
+  fn: (item: T, index: number) => Promise<R>,
+  opts: { concurrency?: number } = {},
+): Promise<R[]> {
+  const limit = Math.max(1, opts.concurrency ?? 16);
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i], i);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+async function planCopy(
   root: string,
   real: string,
   dest: string,
   stats: CopyStats,
   ancestors: Set<string>,
   viaLink: boolean,
+  plan: [string, string][],
 ): Promise<void> {
   const abs = `${root}/${real}`;
   const info = await Deno.stat(abs);
@@ -318,16 +379,52 @@ async function copyReal(
           stats.skipped.push(childRel);
           continue;
         }
-        await copyReal(root, target, `${dest}/${e.name}`, stats, inner, true);
+        await planCopy(root, target, `${dest}/${e.name}`, stats, inner, true, plan);
+      } else if (e.isFile) {
+        plan.push([`${root}/${childRel}`, `${dest}/${e.name}`]);
+        stats.files++;
+        stats.bytes += (await Deno.stat(`${root}/${childRel}`)).size;
       } else {
-        await copyReal(root, childRel, `${dest}/${e.name}`, stats, inner, false);
+        await planCopy(root, childRel, `${dest}/${e.name}`, stats, inner, false, plan);
       }
     }
   } else if (info.isFile) {
-    await Deno.copyFile(abs, dest);
+    plan.push([abs, dest]);
     stats.files++;
     stats.bytes += info.size;
   } else {
     stats.skipped.push(real); // device, fifo, socket: not part of a header tree
+  }
+}
+
+/**
+ * Remove leftovers of interrupted runs: entries of `dir` whose name matches
+ * `opts.pattern` and that were last modified more than `opts.olderThanMs` ago
+ * (0: any age — only safe while holding the lock that guards `dir`).
+ *
+ * @example
+ * ```ts
+ * import { sweepStale } from "./fs_util.ts";
+ * await sweepStale("/work/main/.cache/kernels", { pattern: /^work-/, olderThanMs: 6 * 3600_000 });
+ * ```
+ */
+export async function sweepStale(
+  dir: string,
+  opts: { pattern: RegExp; olderThanMs: number },
+): Promise<void> {
+  const { pattern, olderThanMs } = opts;
+  let entries: Deno.DirEntry[];
+  try {
+    entries = await Array.fromAsync(Deno.readDir(dir));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  for (const e of entries) {
+    if (!pattern.test(e.name)) continue;
+    const path = `${dir}/${e.name}`;
+    const info = await Deno.lstat(path).catch(() => undefined);
+    const age = Date.now() - (info?.mtime?.getTime() ?? Date.now());
+    if (info && age >= olderThanMs) await removeIfExists(path);
   }
 }

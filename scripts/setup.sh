@@ -13,7 +13,9 @@ DENO_VERSION=2.9.5
 #   libbpf-dev               bpf_helpers.h & co. (headers only; nothing links libbpf)
 #   skopeo                   a standard OCI tool that copies bundles (tests)
 #   xz-utils zstd            kernel image payloads (BTF extraction)
-APT_PACKAGES=(gcc libc6-dev clang-19 llvm-19 bpftool libbpf-dev skopeo xz-utils zstd)
+#   openssh-server           sshd for the ssh transport tests (a real sshd on 127.0.0.1)
+#   openssh-client           ssh, the ssh transport's client
+APT_PACKAGES=(gcc libc6-dev clang-19 llvm-19 bpftool libbpf-dev skopeo xz-utils zstd openssh-server openssh-client)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

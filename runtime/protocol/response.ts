@@ -21,6 +21,7 @@ export function status(label: string, ret: number | bigint): string {
 }
 
 const MAX_DIAG = 1000;
+// deno-lint-ignore no-control-regex
 const CONTROL = new RegExp("[\\x00-\\x1f\\x7f]", "g");
 
 /**

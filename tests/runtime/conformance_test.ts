@@ -32,7 +32,7 @@ import {
   shorten,
   substitute,
   toBase64,
-} from "../support/scenario.ts";
+} from "../../tools/replay/scenario.ts";
 
 const SHARED = new URL("../../../shared/", import.meta.url);
 const SCENARIOS = new URL("transcripts/scenarios/", SHARED);

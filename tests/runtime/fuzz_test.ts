@@ -19,7 +19,7 @@ import assert from "../support/assert.ts";
 import { RawClient } from "../../tools/client/raw.ts";
 import { COMMANDS } from "../../runtime/protocol/commands.ts";
 import { END, MAX_LINE, NOT_RECOGNIZED, START } from "../../runtime/protocol/framing.ts";
-import { counterProgram, ret0Program, toBase64 } from "../support/scenario.ts";
+import { counterProgram, ret0Program, toBase64 } from "../../tools/replay/scenario.ts";
 
 const RUNTIME = decodeURIComponent(new URL("../../runtime/main.ts", import.meta.url).pathname);
 const SEED = Number(Deno.env.get("FUZZ_SEED") ?? 0x5eed2024) >>> 0 || 1;

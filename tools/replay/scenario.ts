@@ -40,6 +40,9 @@
  * @module
  */
 
+import { progs } from "../client/asm.ts";
+import { decodeBase64, encodeBase64 } from "../../runtime/protocol/base64.ts";
+
 /**
  * What the engine needs from a protocol client. `RawClient` (tools/client/raw.ts)
  * has this shape.
@@ -93,97 +96,17 @@ export const END_LINE = "END_BPFD_OUTPUT";
 
 // ---------------------------------------------------------------- bytecode
 
-/**
- * One eBPF instruction, little-endian, as drive.py's
- * `struct.pack("<BBhi", code, dst | (src << 4), off, imm)`.
- */
-export function insn(code: number, dst = 0, src = 0, off = 0, imm = 0): Uint8Array {
-  const b = new Uint8Array(8);
-  const dv = new DataView(b.buffer);
-  dv.setUint8(0, code);
-  dv.setUint8(1, (dst | (src << 4)) & 0xff);
-  dv.setInt16(2, off, true);
-  dv.setInt32(4, imm, true);
-  return b;
-}
-
-function cat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
-/**
- * drive.py's `perfout(mapfd)`: a tracepoint program doing
- * `perf_event_output(ctx, map, BPF_F_CURRENT_CPU, &pid_tgid, 8)`.
- */
-export function perfoutProgram(mapFd: number): Uint8Array {
-  return cat([
-    insn(0xbf, 6, 1),
-    insn(0x85, 0, 0, 0, 14),
-    insn(0x7b, 10, 0, -8),
-    insn(0xbf, 1, 6),
-    insn(0x18, 2, 1, 0, mapFd),
-    insn(0x00),
-    insn(0xb4, 3, 0, 0, -1),
-    insn(0xbf, 4, 10),
-    insn(0x07, 4, 0, 0, -8),
-    insn(0xb7, 5, 0, 0, 8),
-    insn(0x85, 0, 0, 0, 25),
-    insn(0xb7, 0, 0, 0, 0),
-    insn(0x95),
-  ]);
-}
-
-/**
- * drive.py's `counter(mapfd)`: `key = 0; v = lookup(map, &key); if (v)
- * __sync_fetch_and_add(v, 1); return 0`.
- */
-export function counterProgram(mapFd: number): Uint8Array {
-  return cat([
-    insn(0xb7, 1, 0, 0, 0),
-    insn(0x63, 10, 1, -4),
-    insn(0xbf, 2, 10),
-    insn(0x07, 2, 0, 0, -4),
-    insn(0x18, 1, 1, 0, mapFd),
-    insn(0x00),
-    insn(0x85, 0, 0, 0, 1),
-    insn(0x15, 0, 0, 2, 0),
-    insn(0xb7, 1, 0, 0, 1),
-    insn(0xdb, 0, 1, 0),
-    insn(0xb7, 0, 0, 0, 0),
-    insn(0x95),
-  ]);
-}
-
+/** drive.py's `perfout(mapfd)` program (the same bytes: tools/client/asm.ts). */
+export const perfoutProgram: (mapFd: number) => Uint8Array = progs.perfout;
+/** drive.py's `counter(mapfd)` program. */
+export const counterProgram: (mapFd: number) => Uint8Array = progs.counter;
 /** drive.py's `@{ret0}` program: `r0 = 0; exit`. */
-export function ret0Program(): Uint8Array {
-  return cat([insn(0xb7), insn(0x95)]);
-}
+export const ret0Program: () => Uint8Array = progs.ret0;
 
 /** Standard base64 (with padding) of `bytes`. */
-export function toBase64(bytes: Uint8Array): string {
-  let s = "";
-  for (let i = 0; i < bytes.length; i += 0x8000) {
-    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  }
-  return btoa(s);
-}
-
+export const toBase64: (bytes: Uint8Array) => string = encodeBase64;
 /** Strict standard base64 decoding; throws on anything else. */
-export function fromBase64(text: string): Uint8Array {
-  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
-    throw new Error(`not canonical base64: ${JSON.stringify(text.slice(0, 80))}`);
-  }
-  const s = atob(text);
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
+export const fromBase64: (text: string) => Uint8Array = decodeBase64;
 
 // ---------------------------------------------------------------- macros and variables
 

@@ -16,7 +16,7 @@
 import { parseArgs } from "../artifacts/cli.ts";
 import { readBundle } from "../artifacts/oci.ts";
 import { closeObject, loadObject } from "../runtime/loader/load.ts";
-import { parseObject } from "../runtime/loader/spec.ts";
+import { parseObject } from "../artifacts/bpf_object.ts";
 import { RawClient } from "../tools/client/raw.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;

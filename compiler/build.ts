@@ -41,7 +41,7 @@ import {
 import type { KernelInputs } from "./kernel_inputs.ts";
 import { sha256 } from "../artifacts/oci.ts";
 import type { ObjectEntry } from "../artifacts/manifest.ts";
-import { parseObject, ProgType } from "../runtime/loader/spec.ts";
+import { parseObject, ProgType } from "../artifacts/bpf_object.ts";
 
 /**
  * Build mode (see the module doc).

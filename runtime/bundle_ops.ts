@@ -18,7 +18,7 @@ import { ManifestError } from "../artifacts/manifest.ts";
 import { type ModePreference, selectObject } from "../artifacts/select.ts";
 import { SysError } from "./kernel/errno.ts";
 import { targetFacts } from "./kernel/target.ts";
-import { BpfObjectError, parseObject } from "./loader/spec.ts";
+import { BpfObjectError, parseObject } from "../artifacts/bpf_object.ts";
 import { type LoadedProgram, loadObject, type RodataValue } from "./loader/load.ts";
 import { attachProgram } from "./loader/attach.ts";
 import { decodeBase64 } from "./protocol/base64.ts";

@@ -7,7 +7,7 @@
  *
  * @example
  * ```ts
- * import { parseObjectFile } from "./spec.ts";
+ * import { parseObjectFile } from "../../artifacts/bpf_object.ts";
  * import { loadObject } from "./load.ts";
  * import { attachProgram, detachProgram } from "./attach.ts";
  * const obj = loadObject(parseObjectFile("opensnoop.bpf.o"));
@@ -31,7 +31,7 @@ import {
 } from "../kernel/probes.ts";
 import { symbolFileOffset } from "../symbols/usym.ts";
 import type { LoadedProgram } from "./load.ts";
-import { type AttachPoint, programTypeOf } from "./spec.ts";
+import { type AttachPoint, programTypeOf } from "../../artifacts/bpf_object.ts";
 
 /**
  * Options of {@link attachProgram}.
@@ -127,7 +127,7 @@ function prefixOf(a: AttachPoint): string | null {
  *
  * @example
  * ```ts
- * import { parseObjectFile } from "./spec.ts";
+ * import { parseObjectFile } from "../../artifacts/bpf_object.ts";
  * import { loadObject } from "./load.ts";
  * import { attachProgram } from "./attach.ts";
  * const obj = loadObject(parseObjectFile("bashreadline.bpf.o"));

@@ -12,7 +12,7 @@
  *
  * @example
  * ```ts
- * import { parseObjectFile } from "./spec.ts";
+ * import { parseObjectFile } from "../../artifacts/bpf_object.ts";
  * import { loadObject } from "./load.ts";
  * const obj = loadObject(parseObjectFile("opensnoop.bpf.o"), {
  *   rodata: { target_pid: 1234 },
@@ -35,7 +35,7 @@ import {
 import { SysError } from "../kernel/errno.ts";
 import { libc } from "../kernel/ffi.ts";
 import { possibleCpus } from "../kernel/target.ts";
-import { BtfKind, findTypeId } from "./btf.ts";
+import { BtfKind, findTypeId } from "../../artifacts/btf.ts";
 import {
   type AttachPoint,
   type DataVariable,
@@ -43,7 +43,7 @@ import {
   type ObjectSpec,
   type ProgramSpec,
   ProgType,
-} from "./spec.ts";
+} from "../../artifacts/bpf_object.ts";
 
 /**
  * A kernel object the loader created, as handed to the `register` callback.
@@ -373,7 +373,7 @@ function records(count: number, size: number, fill: (dv: DataView, i: number) =>
  *
  * @example
  * ```ts
- * import { parseObjectFile } from "./spec.ts";
+ * import { parseObjectFile } from "../../artifacts/bpf_object.ts";
  * import { loadObject, closeObject } from "./load.ts";
  * const obj = loadObject(parseObjectFile("tool.bpf.o"));
  * closeObject(obj); // when no register callback owns the fds
@@ -642,7 +642,7 @@ function loadHint(p: ProgramSpec, errno: number, log: string): string {
  *
  * @example
  * ```ts
- * import { parseObjectFile } from "./spec.ts";
+ * import { parseObjectFile } from "../../artifacts/bpf_object.ts";
  * import { closeObject, loadObject } from "./load.ts";
  * const obj = loadObject(parseObjectFile("tool.bpf.o"));
  * closeObject(obj);

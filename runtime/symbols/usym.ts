@@ -31,7 +31,7 @@ import {
   ElfSegmentType,
   ElfSymbolBinding,
   ElfSymbolType,
-} from "./elf.ts";
+} from "../../artifacts/elf.ts";
 
 /**
  * One line of `/proc/<pid>/maps`. `range` is the raw `start-end` text (the

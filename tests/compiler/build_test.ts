@@ -29,7 +29,7 @@ import {
 } from "../../compiler/build.ts";
 import { type KernelInputs, resolveKernelInputs } from "../../compiler/kernel_inputs.ts";
 import { KernelInputError } from "../../compiler/kernels/mod.ts";
-import { parseObject } from "../../runtime/loader/spec.ts";
+import { parseObject } from "../../artifacts/bpf_object.ts";
 
 const ROOT = absPath(new URL("../..", import.meta.url).pathname);
 const FIX = `${ROOT}/tests/compiler/fixtures`;

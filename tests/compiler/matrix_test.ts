@@ -5,7 +5,7 @@ import assert from "../support/assert.ts";
 import { ROOT } from "../support/bpfd.ts";
 import { readBundle } from "../../artifacts/oci.ts";
 import { probeDebianArchive } from "../../compiler/kernels/mod.ts";
-import { parseObject } from "../../runtime/loader/spec.ts";
+import { parseObject } from "../../artifacts/bpf_object.ts";
 
 const MATRIX = JSON.parse(await Deno.readTextFile(`${ROOT}/compiler/kernels.json`)) as {
   kernels: { kernel: string; modes: string[] }[];

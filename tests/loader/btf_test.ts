@@ -8,8 +8,8 @@ import {
   findTypeId,
   fixDatasecs,
   parseBtfExt,
-} from "../../runtime/loader/btf.ts";
-import { ElfFile } from "../../runtime/symbols/elf.ts";
+} from "../../artifacts/btf.ts";
+import { ElfFile } from "../../artifacts/elf.ts";
 import { compile } from "./support.ts";
 
 const VMLINUX = "/sys/kernel/btf/vmlinux";

@@ -17,8 +17,8 @@ import {
   ObjectLoadError,
   ProgramLoadError,
 } from "../../runtime/loader/load.ts";
-import { parseObject } from "../../runtime/loader/spec.ts";
-import { Btf, BtfKind } from "../../runtime/loader/btf.ts";
+import { parseObject } from "../../artifacts/bpf_object.ts";
+import { Btf, BtfKind } from "../../artifacts/btf.ts";
 import {
   compile,
   eventually,

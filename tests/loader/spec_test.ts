@@ -1,15 +1,15 @@
 // Parsing BPF objects into specs: pure, deterministic, and clear about what
 // it cannot use. Objects are compiled by clang-19 at test time.
 import assert from "../support/assert.ts";
-import { BtfKind } from "../../runtime/loader/btf.ts";
+import { BtfKind } from "../../artifacts/btf.ts";
 import {
   BpfObjectError,
   parseObject,
   parseObjectFile,
   programTypeOf,
   SECTION_TABLE,
-} from "../../runtime/loader/spec.ts";
-import { ElfFile } from "../../runtime/symbols/elf.ts";
+} from "../../artifacts/bpf_object.ts";
+import { ElfFile } from "../../artifacts/elf.ts";
 import { compile, objectPath } from "./support.ts";
 
 const OBJECTS = ["events", "globals", "calls", "core", "raw_tp", "tp_btf", "verifier_fail"];
@@ -169,7 +169,7 @@ Deno.test("spec: DATASEC sizes and VAR offsets are fixed from the ELF", async ()
   const bss = spec.maps.find((m) => m.name === ".bss")!;
   assert.deepEqual(bss.contents, new Uint8Array(16));
   // The fixed BTF serializes and parses back to the same types.
-  const again = (await import("../../runtime/loader/btf.ts")).Btf.parse(btf.toBytes());
+  const again = (await import("../../artifacts/btf.ts")).Btf.parse(btf.toBytes());
   assert.deepEqual(again.types, btf.types);
 });
 

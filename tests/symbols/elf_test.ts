@@ -7,7 +7,7 @@ import {
   ElfSegmentFlag,
   ElfSegmentType,
   ElfSymbolType,
-} from "../../runtime/symbols/elf.ts";
+} from "../../artifacts/elf.ts";
 
 /** The libc that /bin/sh links against (per ldd), or the Debian default. */
 function libcPath(): string {

@@ -6,7 +6,7 @@ import {
   symbolFileOffset,
   UserSymbols,
 } from "../../runtime/symbols/usym.ts";
-import { ElfFile, ElfSegmentFlag, ElfSegmentType } from "../../runtime/symbols/elf.ts";
+import { ElfFile, ElfSegmentFlag, ElfSegmentType } from "../../artifacts/elf.ts";
 
 const LIBC = "/lib/x86_64-linux-gnu/libc.so.6";
 

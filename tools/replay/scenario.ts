@@ -30,7 +30,7 @@
  *
  * @example
  * ```ts
- * import { RawClient } from "../../tools/client/raw.ts";
+ * import { RawClient } from "../client/raw.ts";
  * import { formatTranscript, parseScenario, runScenario } from "./scenario.ts";
  * const steps = parseScenario(await Deno.readTextFile("maps.scn"));
  * const client = RawClient.spawn(["deno", "run", "-A", "runtime/main.ts"], { stderr: "null" });

@@ -12,20 +12,14 @@
  *
  * @example
  * ```ts
- * import { parseObjectFile } from "./spec.ts";
+ * import { parseObjectFile } from "./bpf_object.ts";
  * const spec = parseObjectFile("opensnoop.bpf.o");
  * for (const p of spec.programs) console.log(p.name, p.section, p.insns.length / 8);
  * ```
  * @module
  */
 
-import {
-  ElfFile,
-  ElfSectionFlag,
-  ElfSectionType,
-  type ElfSymbol,
-  ElfSymbolType,
-} from "../symbols/elf.ts";
+import { ElfFile, ElfSectionFlag, ElfSectionType, type ElfSymbol, ElfSymbolType } from "./elf.ts";
 import {
   Btf,
   type BtfCoreRelo,
@@ -43,7 +37,7 @@ import {
  *
  * @example
  * ```ts
- * import { BpfObjectError, parseObject } from "./spec.ts";
+ * import { BpfObjectError, parseObject } from "./bpf_object.ts";
  * try {
  *   parseObject(Deno.readFileSync("/bin/true"), "/bin/true");
  * } catch (e) {
@@ -63,7 +57,7 @@ export class BpfObjectError extends Error {
  *
  * @example
  * ```ts
- * import { ProgType } from "./spec.ts";
+ * import { ProgType } from "./bpf_object.ts";
  * console.log(ProgType.TRACEPOINT); // 5
  * ```
  */
@@ -84,7 +78,7 @@ export const ProgType = {
  *
  * @example
  * ```ts
- * import { AttachType } from "./spec.ts";
+ * import { AttachType } from "./bpf_object.ts";
  * console.log(AttachType.TRACE_RAW_TP); // 23
  * ```
  */
@@ -102,7 +96,7 @@ export const AttachType = {
  *
  * @example
  * ```ts
- * import type { AttachPoint } from "./spec.ts";
+ * import type { AttachPoint } from "./bpf_object.ts";
  * const tp: AttachPoint = { kind: "tracepoint", category: "sched", name: "sched_switch" };
  * ```
  */
@@ -132,7 +126,7 @@ export type AttachPoint =
  *
  * @example
  * ```ts
- * import { SECTION_TABLE } from "./spec.ts";
+ * import { SECTION_TABLE } from "./bpf_object.ts";
  * console.log(SECTION_TABLE.map((d) => d.prefix).join(" "));
  * ```
  */
@@ -223,7 +217,7 @@ const none = (): AttachPoint => ({ kind: "none" });
  *
  * @example
  * ```ts
- * import { SECTION_TABLE } from "./spec.ts";
+ * import { SECTION_TABLE } from "./bpf_object.ts";
  * console.log(SECTION_TABLE.map((d) => d.prefix).join(", "));
  * ```
  */
@@ -282,7 +276,7 @@ export const SECTION_TABLE: readonly SectionDef[] = [
  *
  * @example
  * ```ts
- * import { programTypeOf } from "./spec.ts";
+ * import { programTypeOf } from "./bpf_object.ts";
  * console.log(programTypeOf("tp/sched/sched_switch")?.attach);
  * // { kind: "tracepoint", category: "sched", name: "sched_switch" }
  * ```
@@ -307,7 +301,7 @@ export function programTypeOf(
  *
  * @example
  * ```ts
- * import type { DataVariable } from "./spec.ts";
+ * import type { DataVariable } from "./bpf_object.ts";
  * const v: DataVariable = { name: "target_pid", offset: 0, size: 4, typeId: 12 };
  * ```
  */
@@ -323,7 +317,7 @@ export interface DataVariable {
  *
  * @example
  * ```ts
- * import type { MapSpec } from "./spec.ts";
+ * import type { MapSpec } from "./bpf_object.ts";
  * const describe = (m: MapSpec) => `${m.name}: type ${m.type}, ${m.maxEntries} entries`;
  * ```
  */
@@ -357,7 +351,7 @@ export interface MapSpec {
  *
  * @example
  * ```ts
- * import type { MapReference } from "./spec.ts";
+ * import type { MapReference } from "./bpf_object.ts";
  * const r: MapReference = { insn: 12, kind: "data", map: ".bss", offset: 8 };
  * ```
  */
@@ -374,7 +368,7 @@ export interface MapReference {
  *
  * @example
  * ```ts
- * import type { PlacedFunction } from "./spec.ts";
+ * import type { PlacedFunction } from "./bpf_object.ts";
  * const f: PlacedFunction = { name: "helper", section: ".text", insn: 39, count: 9 };
  * ```
  */
@@ -392,7 +386,7 @@ export interface PlacedFunction {
  *
  * @example
  * ```ts
- * import type { ProgramSpec } from "./spec.ts";
+ * import type { ProgramSpec } from "./bpf_object.ts";
  * const size = (p: ProgramSpec) => p.insns.length / 8;
  * ```
  */
@@ -415,7 +409,7 @@ export interface ProgramSpec {
  *
  * @example
  * ```ts
- * import { parseObjectFile, type ObjectSpec } from "./spec.ts";
+ * import { parseObjectFile, type ObjectSpec } from "./bpf_object.ts";
  * const spec: ObjectSpec = parseObjectFile("tool.bpf.o");
  * console.log(spec.license, spec.maps.map((m) => m.name));
  * ```
@@ -471,7 +465,7 @@ function q(s: string): string {
  *
  * @example
  * ```ts
- * import { parseObjectFile } from "./spec.ts";
+ * import { parseObjectFile } from "./bpf_object.ts";
  * const spec = parseObjectFile("tool.bpf.o");
  * ```
  */
@@ -495,7 +489,7 @@ export function parseObjectFile(path: string): ObjectSpec {
  *
  * @example
  * ```ts
- * import { parseObject } from "./spec.ts";
+ * import { parseObject } from "./bpf_object.ts";
  * const spec = parseObject(Deno.readFileSync("tool.bpf.o"), "tool.bpf.o");
  * console.log(spec.programs.map((p) => `${p.section}:${p.name}`));
  * ```

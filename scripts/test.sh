@@ -29,8 +29,8 @@ if [ $# -eq 0 ]; then
   gate check "$DENO" check .
 fi
 
-"$DENO" test -A --no-check "$@" 2>&1 | tee "$log"
-summary=$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$log" | tail -1)
+NO_COLOR=1 "$DENO" test -A --no-check "$@" 2>&1 | tee "$log"
+summary=$(sed -E 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '^(ok|FAILED) \| [0-9]+ passed' | tail -1)
 if [ -z "$summary" ]; then
   echo "deno test printed no summary (crashed?)"
   failed=$((failed + 1))

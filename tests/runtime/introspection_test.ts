@@ -68,10 +68,13 @@ Deno.test("user symbols: name ↔ address in a live process", async () => {
   const sleeper = new Deno.Command("sleep", { args: ["30"] }).spawn();
   try {
     const pid = sleeper.pid;
-    const maps = Deno.readTextFileSync(`/proc/${pid}/maps`);
-    const libc = maps.split("\n").map((l) => l.split(/\s+/)[5]).find((p) =>
-      p && /libc\.so/.test(p)
-    );
+    // spawn() returns before the child has exec'd sleep and mapped libc: wait for it.
+    let libc: string | undefined;
+    for (let i = 0; i < 100 && !libc; i++) {
+      const maps = Deno.readTextFileSync(`/proc/${pid}/maps`).split("\n");
+      libc = maps.map((l) => l.split(/\s+/)[5]).find((p) => p && /libc\.so/.test(p));
+      if (!libc) await new Promise((r) => setTimeout(r, 20));
+    }
     assert.ok(libc, "sleep maps libc");
     const a = await c.send(`GET_USYM_ADDR ${pid} nanosleep ${libc}`);
     assert.equal(a[0], "GET_USYM_ADDR: ret=0");
@@ -121,6 +124,11 @@ Deno.test("COMM_FOR_PID, including a process named like a framing marker", async
   await Deno.chmod(fake, 0o755);
   const p = new Deno.Command(fake, { args: ["30"] }).spawn();
   try {
+    // Until the child has exec'd, its comm is still the parent's.
+    for (let i = 0; i < 100; i++) {
+      if (Deno.readTextFileSync(`/proc/${p.pid}/comm`).trim() === "END_BPFD_OUTPUT") break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
     assert.deepEqual(await c.send("COMM_FOR_PID 1"), [
       Deno.readTextFileSync("/proc/1/comm").trim(),
     ]);

@@ -14,11 +14,11 @@ import { SLICE_MS, Stdio } from "./io.ts";
 import { Ops, RUNTIME_VERSION } from "./ops.ts";
 import { Session } from "./session.ts";
 import { BANNER, END, frame, frameBody, MAX_LINE, START } from "./protocol/framing.ts";
-import { parseLine } from "./protocol/commands.ts";
+import { parseLine, parseLookupBytes } from "./protocol/commands.ts";
+import { encodeBase64 } from "./protocol/base64.ts";
 import { notRecognized } from "./protocol/response.ts";
 import { raiseMemlock } from "./kernel/target.ts";
 import { setProbeMode } from "./kernel/probes.ts";
-import { parseArgs } from "../artifacts/cli.ts";
 
 const HELP = `bpfd ${RUNTIME_VERSION} — the bpfpack target runtime
 
@@ -43,11 +43,22 @@ const NEWLINE = new Uint8Array([10]);
 const SIGNALS: Deno.Signal[] = ["SIGTERM", "SIGHUP", "SIGINT"];
 const SIGNO: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 };
 
+/** Queues BPF_LOOKUP_ELEM's answer: the value as one base64 line, or the failure body. */
+function queueLookup(io: Stdio, r: Uint8Array | string[]): void {
+  if (!(r instanceof Uint8Array)) io.queue(frame(r));
+  else if (!io.queueFramedBase64(r)) io.queue(frame([encodeBase64(r)]));
+}
+
+/** What the command line sets. */
+export interface Options {
+  /** Most fds one session may hold. */
+  maxFds?: number;
+  /** Where uploaded bundles are kept. */
+  cacheDir?: string;
+}
+
 /** Runs one session on the given channel; resolves with the exit status. */
-export async function serve(
-  io: Stdio,
-  opts: { maxFds?: number; cacheDir?: string } = {},
-): Promise<number> {
+export async function serve(io: Stdio, opts: Options = {}): Promise<number> {
   let stopSignal: Deno.Signal | null = null;
   const handlers = SIGNALS.map((sig) => {
     const h = () => {
@@ -68,11 +79,28 @@ export async function serve(
   raiseMemlock();
   io.write(BANNER + "\n");
   let lastYield = performance.now();
+  let waits = 0;
   let flushed = false;
   try {
+    // Responses are queued, and flushed whenever the loop would wait: for
+    // input (no complete command is buffered: never delay a response then),
+    // for an asynchronous command, or for the event loop. A pipelined batch
+    // is thus answered with one write per batch, a lone request at once.
     loop: while (stopSignal === null && !io.broken) {
+      // The hot path: a BPF_LOOKUP_ELEM in its canonical form is read from
+      // the line's bytes, and the value goes from the kernel's buffer into
+      // the output queue as base64: no strings, tokens or body in between.
+      // Every other line, and every other form of it, takes the general path.
+      const raw = io.lines.peek();
+      const lookup = raw && parseLookupBytes(raw);
+      if (lookup) {
+        io.lines.skip();
+        queueLookup(io, ops.lookupValue(lookup.fd, lookup.key, lookup.klen, lookup.vlen));
+        continue;
+      }
       const r = io.lines.next();
       if (r === null) {
+        io.flush();
         if (io.eof) {
           // A last line without its newline is still a command (as in the original).
           if (!flushed && io.lines.hasPartial()) {
@@ -82,8 +110,15 @@ export async function serve(
           }
           break;
         }
-        // Wait for input in slices so signals get a turn.
-        while (stopSignal === null && !io.wait([], SLICE_MS).stdin) {
+        // Wait for input in slices so signals get a turn; a client that
+        // keeps the loop busy gets one every SLICE_MS too (the clock is read
+        // every 16th time only: it is a call into the runtime, and this runs
+        // once per request of a client that waits for each answer).
+        if (++waits % 16 === 0 && performance.now() - lastYield > SLICE_MS) {
+          await yieldNow();
+          lastYield = performance.now();
+        }
+        while (stopSignal === null && !io.waitStdin(SLICE_MS)) {
           await yieldNow();
           lastYield = performance.now();
         }
@@ -92,7 +127,7 @@ export async function serve(
         continue;
       }
       if ("tooLong" in r) {
-        io.write(frame(notRecognized(
+        io.queue(frame(notRecognized(
           `line of ${r.tooLong} bytes is longer than the limit of ${MAX_LINE} bytes; it was discarded`,
         )));
         continue;
@@ -104,32 +139,44 @@ export async function serve(
         case "exit":
           break loop;
         case "error":
-          io.write(frame(notRecognized(p.message)));
+          io.queue(frame(notRecognized(p.message)));
           continue;
       }
       if (p.name === "PERF_READER_POLL") {
         // As the original: the start marker goes out before a poll that may block.
         io.write(START + "\n");
         const body = await ops.run(p.name, p.args);
-        io.write(frameBody(body) + END + "\n");
+        io.queue(frameBody(body) + END + "\n");
       } else {
-        io.write(frame(await ops.run(p.name, p.args)));
+        // Synchronous commands answer at once; only a few (bundles) return a promise.
+        let body = ops.run(p.name, p.args);
+        if (body instanceof Promise) {
+          io.flush();
+          body = await body;
+        }
+        io.queue(frame(body));
       }
       const now = performance.now();
       if (now - lastYield > SLICE_MS) {
+        io.flush();
         await yieldNow();
         lastYield = now;
       }
     }
   } finally {
+    io.flush();
     session.teardown();
     for (const [sig, h] of handlers) Deno.removeSignalListener(sig, h);
   }
   return stopSignal === null ? 0 : 128 + SIGNO[stopSignal];
 }
 
-if (import.meta.main) {
-  const args = Deno.args;
+/**
+ * Parses the command line; exits on --help, --version and bad options. The
+ * argument parser (node:util) is loaded only here: it costs start-up time and
+ * memory, and bpfd is usually started without arguments.
+ */
+async function parseOptions(args: string[]): Promise<Options> {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(HELP);
     Deno.exit(0);
@@ -138,6 +185,7 @@ if (import.meta.main) {
     console.log(`bpfd ${RUNTIME_VERSION}`);
     Deno.exit(0);
   }
+  const { parseArgs } = await import("../artifacts/cli.ts");
   const { values, positionals } = parseArgs({
     args,
     options: {
@@ -168,10 +216,15 @@ if (import.meta.main) {
     }
     setProbeMode(pm);
   }
+  return { maxFds, cacheDir: values["cache-dir"] as string | undefined };
+}
+
+if (import.meta.main) {
+  const opts = Deno.args.length > 0 ? await parseOptions(Deno.args) : {};
   const io = new Stdio();
   let code = 1;
   try {
-    code = await serve(io, { maxFds, cacheDir: values["cache-dir"] as string | undefined });
+    code = await serve(io, opts);
   } catch (e) {
     io.warn(`bpfd: fatal: ${(e as Error)?.stack ?? e}`);
   }

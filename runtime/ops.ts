@@ -10,7 +10,7 @@
  * import { Ops } from "./ops.ts";
  * import { Session } from "./session.ts";
  * const ops = new Ops(new Session(), { pollInput: () => false, yieldNow: async () => {} });
- * console.log(await ops.run("BPF_CREATE_MAP", [1, "m", 4, 4, 4, 0]));
+ * console.log(ops.run("BPF_CREATE_MAP", [1, "m", 4, 4, 4, 0]));
  * ```
  * @module
  */
@@ -22,15 +22,20 @@ import { RingBufReader } from "./kernel/ringbuf.ts";
 import * as probes from "./kernel/probes.ts";
 import { eventFormat, listDirs, mountsOf, tracefsFor } from "./kernel/tracefs.ts";
 import { onlineCpus, possibleCpus, targetFacts } from "./kernel/target.ts";
-import { decodeBase64, encodeBase64 } from "./protocol/base64.ts";
+import {
+  decodeBase64,
+  decodeBase64Into,
+  encodeBase64,
+  encodeBase64Pairs,
+} from "./protocol/base64.ts";
 import { type ArgValue, COMMANDS, showToken } from "./protocol/commands.ts";
 import { MAX_LINE } from "./protocol/framing.ts";
 import { failure, notRecognized, openFailed, status } from "./protocol/response.ts";
 import type { MapRes, Session } from "./session.ts";
 import { Kallsyms } from "./symbols/kallsyms.ts";
 import * as usym from "./symbols/usym.ts";
-import { BundleOps } from "./bundle_ops.ts";
-import { BundleStore } from "./bundle_store.ts";
+// Types only: the bundle code (loader, OCI reader, zod) is loaded on first use.
+import type { BundleOps } from "./bundle_ops.ts";
 
 /** Runtime version reported by HELLO. */
 export const RUNTIME_VERSION = "0.1.0";
@@ -69,30 +74,60 @@ export class Ops {
   #s: Session;
   #io: OpsIo;
   #ksyms: Kallsyms | null = null;
-  #bundles: BundleOps;
+  #bundles: BundleOps | null = null;
+  #cacheDir?: string;
+  /** Scratch for decoding key and value arguments without allocating. */
+  #keyScratch = new Uint8Array(4096);
+  #valueScratch = new Uint8Array(1 << 16);
 
   constructor(session: Session, io: OpsIo, opts: { cacheDir?: string } = {}) {
     this.#s = session;
     this.#io = io;
-    this.#bundles = new BundleOps(
-      session,
-      new BundleStore(opts.cacheDir ?? BundleStore.defaultDir()),
-    );
+    this.#cacheDir = opts.cacheDir;
   }
 
-  /** Runs one parsed command; never throws. */
-  async run(name: string, args: ArgValue[]): Promise<Body> {
-    const spec = COMMANDS[name];
+  /**
+   * Runs one parsed command; never throws. Synchronous for every command but
+   * PERF_READER_POLL and the bundle ones, which return a promise: the caller
+   * awaits only those.
+   */
+  run(name: string, args: ArgValue[]): Body | Promise<Body> {
     try {
-      return await this.#dispatch(name, args);
+      const body = this.#dispatch(name, args);
+      return body instanceof Promise ? body.catch((e) => this.#failed(name, e)) : body;
     } catch (e) {
-      if (e instanceof ParseProblem) return notRecognized(e.message);
-      if (e instanceof bpf.ProgLoadError) {
-        return failure(spec.label, e.errno, explainProgLoad(e), { log: e.log });
-      }
-      if (e instanceof SysError) return failure(spec.label, e.errno, e.message);
-      return failure(spec.label, 5, `internal error: ${(e as Error)?.stack ?? e}`);
+      return this.#failed(name, e);
     }
+  }
+
+  /** The response to a command that threw. */
+  #failed(name: string, e: unknown): Body {
+    const spec = COMMANDS[name];
+    if (e instanceof ParseProblem) return notRecognized(e.message);
+    if (e instanceof bpf.ProgLoadError) {
+      return failure(spec.label, e.errno, explainProgLoad(e), { log: e.log });
+    }
+    if (e instanceof SysError) return failure(spec.label, e.errno, e.message);
+    return failure(spec.label, 5, `internal error: ${(e as Error)?.stack ?? e}`);
+  }
+
+  /**
+   * Runs `f` on the bundle commands, loading their code on first use (the
+   * loader, the OCI reader and zod would cost every start-up ~25 ms).
+   */
+  #withBundles(f: (b: BundleOps) => Body | Promise<Body>): Body | Promise<Body> {
+    if (this.#bundles) return f(this.#bundles);
+    return (async () => {
+      const [{ BundleOps }, { BundleStore }] = await Promise.all([
+        import("./bundle_ops.ts"),
+        import("./bundle_store.ts"),
+      ]);
+      this.#bundles ??= new BundleOps(
+        this.#s,
+        new BundleStore(this.#cacheDir ?? BundleStore.defaultDir()),
+      );
+      return f(this.#bundles);
+    })();
   }
 
   #dispatch(name: string, a: ArgValue[]): Body | Promise<Body> {
@@ -174,7 +209,7 @@ export class Ops {
         return this.hello(a as string[]);
       case "BPF_CLOSE_FD":
         this.#s.close(n(0));
-        this.#bundles.forget(n(0));
+        this.#bundles?.forget(n(0));
         return [status("bpf_close_fd", 0)];
       case "BPF_MAP_DUMP":
         return this.mapDump(n(0));
@@ -194,15 +229,15 @@ export class Ops {
       case "SESSION_FDS":
         return this.sessionFds();
       case "BUNDLE_BEGIN":
-        return this.#bundles.begin(s(0), n(1));
+        return this.#withBundles((b) => b.begin(s(0), n(1)));
       case "BUNDLE_CHUNK":
-        return this.#bundles.chunk(s(0), n(1), s(2));
+        return this.#withBundles((b) => b.chunk(s(0), n(1), s(2)));
       case "BUNDLE_END":
-        return this.#bundles.end(s(0));
+        return this.#withBundles((b) => b.end(s(0)));
       case "BUNDLE_LOAD":
-        return this.#bundles.load(s(0), a.slice(1) as string[]);
+        return this.#withBundles((b) => b.load(s(0), a.slice(1) as string[]));
       case "BPF_ATTACH_PROG":
-        return this.#bundles.attachProg(n(0), a.slice(1) as string[]);
+        return this.#withBundles((b) => b.attachProg(n(0), a.slice(1) as string[]));
     }
     throw new SysError(38, `${name} is not implemented`);
   }
@@ -247,7 +282,8 @@ export class Ops {
   }
 
   #map(fd: number): MapRes {
-    return this.#s.get(fd, "map");
+    const r = this.#s.peek(fd);
+    return r?.kind === "map" ? r : this.#s.get(fd, "map"); // get() throws with the reason
   }
 
   /** Bytes the kernel copies for one value of this map. */
@@ -257,10 +293,11 @@ export class Ops {
       : m.info.valueSize;
   }
 
-  #key(m: MapRes, b64: string, klen: number, label: string): Uint8Array | Body {
+  /** The key argument (base64, or bytes already decoded) checked against the map, or a failure. */
+  #key(m: MapRes, k: string | Uint8Array, klen: number, label: string): Uint8Array | Body {
     let key: Uint8Array;
     try {
-      key = decodeBase64(b64);
+      key = typeof k === "string" ? decodeBase64Into(k, this.#keyScratch) : k;
     } catch (e) {
       return failure(label, 22, `key: ${(e as Error).message}`, { ret: -22 });
     }
@@ -294,7 +331,7 @@ export class Ops {
     if (!(key instanceof Uint8Array)) return key;
     let value: Uint8Array;
     try {
-      value = decodeBase64(v64);
+      value = decodeBase64Into(v64, this.#valueScratch);
     } catch (e) {
       return failure(L, 22, `value: ${(e as Error).message}`, { ret: -22 });
     }
@@ -331,14 +368,39 @@ export class Ops {
   }
 
   lookup(fd: number, k64: string, klen: number, vlen: number): Body {
+    const r = this.#lookupValue(fd, k64, klen, vlen);
+    return r instanceof Uint8Array ? [encodeBase64(r)] : r;
+  }
+
+  /**
+   * BPF_LOOKUP_ELEM for the hot path, with the key already decoded (by
+   * `parseLookupBytes` of protocol/commands.ts): on success the value itself
+   * (a view of the kernel-call buffer, valid until the next element command)
+   * instead of a body, so that the caller can encode it straight into its
+   * output; on failure the same body as {@link run} gives. Never throws.
+   */
+  lookupValue(fd: number, key: Uint8Array, klen: number, vlen: number): Uint8Array | Body {
+    try {
+      return this.#lookupValue(fd, key, klen, vlen);
+    } catch (e) {
+      return this.#failed("BPF_LOOKUP_ELEM", e);
+    }
+  }
+
+  #lookupValue(
+    fd: number,
+    k: string | Uint8Array,
+    klen: number,
+    vlen: number,
+  ): Uint8Array | Body {
     const L = "bpf_lookup_elem";
     const m = this.#map(fd);
-    const key = this.#key(m, k64, klen, L);
+    const key = this.#key(m, k, klen, L);
     if (!(key instanceof Uint8Array)) return key;
     const bad = this.#checkVlen(m, vlen, L);
     if (bad) return bad;
     try {
-      return [encodeBase64(bpf.mapLookup(fd, key, this.#valueBytes(m)))];
+      return bpf.mapLookupView(fd, key, this.#valueBytes(m));
     } catch (e) {
       if (e instanceof SysError && e.errno === 2) {
         return failure(L, 2, "no such key");
@@ -359,19 +421,23 @@ export class Ops {
     }
     const bad = this.#checkVlen(m, vlen, L);
     if (bad) return bad;
-    const out: string[] = [];
-    let count = 0;
-    this.#entries(m, (k, v) => {
-      out.push(encodeBase64(k), encodeBase64(v));
-      count++;
+    const pages: string[][] = [];
+    this.#pages(m, (keys, values, count) => {
+      pages.push(encodeBase64Pairs(keys, m.info.keySize, values, this.#valueBytes(m), count));
     });
-    if (count === 0) return failure(L, 2, "the map is empty");
-    out.push("");
+    if (pages.length === 0) return failure(L, 2, "the map is empty");
+    const out = pages.flat();
+    out.push(""); // the original ends the dump with an empty line
     return out;
   }
 
-  /** Visits every entry: batch lookups where the kernel has them, else key iteration. */
-  #entries(m: MapRes, visit: (k: Uint8Array, v: Uint8Array) => void): void {
+  /**
+   * Visits every entry, a page at a time: `count` keys back to back in
+   * `keys`, their values (of {@link #valueBytes}) back to back in `values`.
+   * Batch lookups where the kernel has them (pages of up to 8192 entries),
+   * else key iteration (pages of one).
+   */
+  #pages(m: MapRes, visit: (keys: Uint8Array, values: Uint8Array, count: number) => void): void {
     const ks = m.info.keySize;
     const vb = this.#valueBytes(m);
     if (targetFacts().batchOps && BATCHABLE.has(m.info.type)) {
@@ -390,12 +456,7 @@ export class Ops {
           if (first && e instanceof SysError && (e.errno === 22 || e.errno === 524)) break;
           throw e;
         }
-        for (let i = 0; i < page.count; i++) {
-          visit(
-            page.keys.subarray(i * ks, (i + 1) * ks),
-            page.values.subarray(i * vb, (i + 1) * vb),
-          );
-        }
+        if (page.count > 0) visit(page.keys, page.values, page.count);
         if (!page.next) return;
         token = page.next;
         first = false;
@@ -407,7 +468,7 @@ export class Ops {
     const limit = m.info.maxEntries * 4 + 16;
     while (k && guard++ < limit) {
       try {
-        visit(k, bpf.mapLookup(m.fd, k, vb));
+        visit(k, bpf.mapLookup(m.fd, k, vb), 1);
       } catch (e) {
         if (!(e instanceof SysError && e.errno === 2)) throw e; // deleted under us: skip
       }
@@ -476,20 +537,28 @@ export class Ops {
     const vb = this.#valueBytes(m);
     const perLine = Math.max(1, Math.floor((MAX_LINE / 2) / Math.max(1, ks + vb)));
     const lines: string[] = [];
+    // The current line's entries, as runs of whole pages (not one piece per entry).
     let keys: Uint8Array[] = [];
     let vals: Uint8Array[] = [];
+    let inLine = 0;
     let count = 0;
     const flush = () => {
-      if (!keys.length) return;
-      lines.push(`${keys.length} ${encodeBase64(concat(keys))} ${encodeBase64(concat(vals))}`);
+      if (!inLine) return;
+      lines.push(`${inLine} ${encodeBase64(concat(keys))} ${encodeBase64(concat(vals))}`);
       keys = [];
       vals = [];
+      inLine = 0;
     };
-    this.#entries(m, (k, v) => {
-      keys.push(k);
-      vals.push(v);
-      count++;
-      if (keys.length >= perLine) flush();
+    this.#pages(m, (pageKeys, pageValues, n) => {
+      for (let i = 0; i < n;) {
+        const take = Math.min(n - i, perLine - inLine);
+        keys.push(pageKeys.subarray(i * ks, (i + take) * ks));
+        vals.push(pageValues.subarray(i * vb, (i + take) * vb));
+        inLine += take;
+        count += take;
+        i += take;
+        if (inLine === perLine) flush();
+      }
     });
     flush();
     return [status(L, count), ...lines];
@@ -850,6 +919,7 @@ const ARRAY_LIKE = new Set<number>([
 ]);
 
 function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
   let n = 0;
   for (const p of parts) n += p.length;
   const out = new Uint8Array(n);

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { arena, bpf, errno, libc } from "./ffi.ts";
+import { arena, bpf, bpfBig, errno, libc, ptrValue } from "./ffi.ts";
 import { errnoName, SysError } from "./errno.ts";
 
 /** `enum bpf_cmd` values used here. */
@@ -116,22 +116,106 @@ export function mapCreate(o: MapCreateOptions): number {
   return call(Cmd.MAP_CREATE, a, "BPF_MAP_CREATE");
 }
 
-function elemAttr(fd: number, key: number, value: number, flags: number | bigint) {
-  const a = arena.alloc(ATTR_SIZE);
-  a.dv.setUint32(0, fd, true);
-  a.dv.setBigUint64(8, BigInt(key), true);
-  a.dv.setBigUint64(16, BigInt(value), true);
-  a.dv.setBigUint64(24, BigInt(flags), true);
-  return a;
+const round8 = (n: number) => (n + 7) & ~7;
+
+/**
+ * Persistent memory of the element commands (lookup, update, delete, next
+ * key): the protocol's hot path. One large array (so V8 never moves it; see
+ * {@link Arena}) holds four attr blocks whose pointer fields are written
+ * once per layout, a key slot, a next-key slot and a value slot. A call
+ * writes only the fd, the flags and the key/value bytes, and passes
+ * precomputed bigints to the syscall: no allocation, no conversion. The slots
+ * grow (and the attrs are re-pointed) when a map's key or value does not fit.
+ */
+class ElemMemory {
+  // The attr blocks, by what their pointer fields point at:
+  /** `key` → key slot, `value` → value slot (lookup, update). */
+  static readonly ELEM = 0;
+  /** `key` → key slot only (delete: the kernel wants the fields after `key` zero). */
+  static readonly KEY = 1;
+  /** `key` → key slot, `next_key` → next-key slot (GET_NEXT_KEY). */
+  static readonly NEXT = 2;
+  /** `key` = NULL, `next_key` → next-key slot (the first key). */
+  static readonly FIRST = 3;
+  static readonly #STRIDE = 256;
+  /** Where the slots start, after the four attr blocks. */
+  static readonly #SLOTS = 4 * ElemMemory.#STRIDE;
+
+  key!: Uint8Array;
+  next!: Uint8Array;
+  value!: Uint8Array;
+  #dv!: DataView;
+  /** Address of each attr block, as the syscall takes it. */
+  #attrPtr: bigint[] = [];
+
+  constructor() {
+    this.#layout(512, 1 << 16);
+  }
+
+  /** Makes the slots hold at least these sizes. */
+  fit(keySize: number, valueSize: number): void {
+    if (keySize > this.key.length || valueSize > this.value.length) {
+      this.#layout(
+        keySize > this.key.length ? round8(keySize) : this.key.length,
+        valueSize > this.value.length
+          ? Math.max(this.value.length * 2, round8(valueSize))
+          : this.value.length,
+      );
+    }
+  }
+
+  #layout(keyCap: number, valueCap: number): void {
+    const S = ElemMemory.#SLOTS;
+    const mem = new Uint8Array(S + 2 * keyCap + valueCap);
+    const ptr = ptrValue(Deno.UnsafePointer.of(mem));
+    this.#dv = new DataView(mem.buffer);
+    this.key = mem.subarray(S, S + keyCap);
+    this.next = mem.subarray(S + keyCap, S + 2 * keyCap);
+    this.value = mem.subarray(S + 2 * keyCap);
+    this.#attrPtr = [0, 1, 2, 3].map((b) => BigInt(ptr + b * ElemMemory.#STRIDE));
+    const point = (block: number, field: number, slot: number) =>
+      this.#dv.setBigUint64(block * ElemMemory.#STRIDE + field, BigInt(ptr + slot), true);
+    point(ElemMemory.ELEM, 8, S);
+    point(ElemMemory.ELEM, 16, S + 2 * keyCap);
+    point(ElemMemory.KEY, 8, S);
+    point(ElemMemory.NEXT, 8, S);
+    point(ElemMemory.NEXT, 16, S + keyCap);
+    point(ElemMemory.FIRST, 16, S + keyCap);
+  }
+
+  /** `bpf(cmd)` on an attr block with `map_fd` (and ELEM's `flags`) set; the raw result. */
+  call(cmd: bigint, block: number, fd: number, flags = 0n): number {
+    const attr = block * ElemMemory.#STRIDE;
+    this.#dv.setUint32(attr, fd, true);
+    if (block === ElemMemory.ELEM) this.#dv.setBigUint64(attr + 24, flags, true);
+    return bpfBig(cmd, this.#attrPtr[block], BIG_ATTR_SIZE);
+  }
 }
 
-/** `BPF_MAP_LOOKUP_ELEM`: returns a copy of the value (`valueSize` bytes). */
+const elem = new ElemMemory();
+const BIG_ATTR_SIZE = BigInt(ATTR_SIZE);
+const LOOKUP_ELEM = BigInt(Cmd.MAP_LOOKUP_ELEM);
+const UPDATE_ELEM = BigInt(Cmd.MAP_UPDATE_ELEM);
+const DELETE_ELEM = BigInt(Cmd.MAP_DELETE_ELEM);
+const GET_NEXT_KEY = BigInt(Cmd.MAP_GET_NEXT_KEY);
+
+/**
+ * `BPF_MAP_LOOKUP_ELEM` without a copy: the value as a view of memory that
+ * the next element call overwrites (use it to encode the value at once;
+ * {@link mapLookup} returns a copy to keep). `valueSize` is the size the
+ * kernel copies: the map's value size, for per-CPU maps
+ * round_up(value_size, 8) × possible CPUs.
+ */
+export function mapLookupView(fd: number, key: Uint8Array, valueSize: number): Uint8Array {
+  elem.fit(key.length, valueSize);
+  elem.key.set(key);
+  if (elem.call(LOOKUP_ELEM, ElemMemory.ELEM, fd) < 0) fail("BPF_MAP_LOOKUP_ELEM");
+  return elem.value.subarray(0, valueSize);
+}
+
+/** `BPF_MAP_LOOKUP_ELEM`: a copy of the value (`valueSize` as for {@link mapLookupView}). */
 export function mapLookup(fd: number, key: Uint8Array, valueSize: number): Uint8Array {
-  arena.reset();
-  const k = arena.copy(key);
-  const v = arena.alloc(valueSize);
-  call(Cmd.MAP_LOOKUP_ELEM, elemAttr(fd, k.ptr, v.ptr, 0), "BPF_MAP_LOOKUP_ELEM");
-  return v.u8.slice();
+  return mapLookupView(fd, key, valueSize).slice();
 }
 
 /** `BPF_MAP_UPDATE_ELEM` with flags 0 any, 1 noexist, 2 exist. */
@@ -141,17 +225,17 @@ export function mapUpdate(
   value: Uint8Array,
   flags: number | bigint,
 ): void {
-  arena.reset();
-  const k = arena.copy(key);
-  const v = arena.copy(value);
-  call(Cmd.MAP_UPDATE_ELEM, elemAttr(fd, k.ptr, v.ptr, flags), "BPF_MAP_UPDATE_ELEM");
+  elem.fit(key.length, value.length);
+  elem.key.set(key);
+  elem.value.set(value);
+  if (elem.call(UPDATE_ELEM, ElemMemory.ELEM, fd, BigInt(flags)) < 0) fail("BPF_MAP_UPDATE_ELEM");
 }
 
 /** `BPF_MAP_DELETE_ELEM`. */
 export function mapDelete(fd: number, key: Uint8Array): void {
-  arena.reset();
-  const k = arena.copy(key);
-  call(Cmd.MAP_DELETE_ELEM, elemAttr(fd, k.ptr, 0, 0), "BPF_MAP_DELETE_ELEM");
+  elem.fit(key.length, 0);
+  elem.key.set(key);
+  if (elem.call(DELETE_ELEM, ElemMemory.KEY, fd) < 0) fail("BPF_MAP_DELETE_ELEM");
 }
 
 /**
@@ -159,15 +243,13 @@ export function mapDelete(fd: number, key: Uint8Array): void {
  * the end of the map (ENOENT).
  */
 export function mapNextKey(fd: number, key: Uint8Array | null, keySize: number): Uint8Array | null {
-  arena.reset();
-  const k = key ? arena.copy(key).ptr : 0;
-  const n = arena.alloc(keySize);
-  const r = bpf(Cmd.MAP_GET_NEXT_KEY, elemAttr(fd, k, n.ptr, 0).ptr, ATTR_SIZE);
-  if (r < 0) {
+  elem.fit(Math.max(keySize, key?.length ?? 0), 0);
+  if (key) elem.key.set(key);
+  if (elem.call(GET_NEXT_KEY, key ? ElemMemory.NEXT : ElemMemory.FIRST, fd) < 0) {
     if (errno() === 2) return null;
     fail("BPF_MAP_GET_NEXT_KEY");
   }
-  return n.u8.slice();
+  return elem.next.slice(0, keySize);
 }
 
 /** `BPF_MAP_FREEZE`. */

@@ -21,6 +21,11 @@ const SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
   read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  // The same on a raw pointer: the stdio loop's buffers are stable, and a
+  // pointer taken once is cheaper to pass than a typed array on every call.
+  readPtr: { name: "read", parameters: ["i32", "pointer", "usize"], result: "isize" },
+  writePtr: { name: "write", parameters: ["i32", "pointer", "usize"], result: "isize" },
+  pollPtr: { name: "poll", parameters: ["pointer", "u64", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   ioctl: { parameters: ["i32", "u64", "u64"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
@@ -63,7 +68,15 @@ const BIG_BPF = BigInt(ARCH.sys.bpf);
 
 /** `bpf(2)`. */
 export function bpf(cmd: number, attrPtr: number, size: number): number {
-  return Number(libc.syscall(BIG_BPF, BigInt(cmd), BigInt(attrPtr), BigInt(size), 0n, 0n));
+  return bpfBig(BigInt(cmd), BigInt(attrPtr), BigInt(size));
+}
+
+/**
+ * `bpf(2)` with the arguments as bigints, for a caller that keeps them
+ * precomputed (the element commands' hot path): no conversions per call.
+ */
+export function bpfBig(cmd: bigint, attrPtr: bigint, size: bigint): number {
+  return Number(libc.syscall(BIG_BPF, cmd, attrPtr, size, 0n, 0n));
 }
 
 function chunk(size: number): { buf: Uint8Array; ptr: number } {

@@ -16,6 +16,8 @@
  * @module
  */
 
+import { decodeBase64Bytes } from "./base64.ts";
+
 /** Argument kinds. `u64` values are bigints (a leading `-` wraps, as in the original). */
 export type ArgType = "int" | "u32" | "u64" | "str" | "b64";
 
@@ -262,12 +264,110 @@ export type Parsed =
   | { kind: "error"; name?: string; message: string };
 
 const DEC = /^[+-]?[0-9]+$/;
+/** {@link COMMANDS} for lookups by the name a client sent. */
+const SPECS: ReadonlyMap<string, CommandSpec> = new Map(Object.entries(COMMANDS));
+
+/**
+ * The value of a strict decimal token (an optional sign, then digits only:
+ * `0x10`, `4abc`, `1e3` are refused), or NaN. Equal to `Number(tok)` for
+ * every such token of up to 15 significant digits, that is for every value
+ * the int and u32 range checks can accept.
+ */
+function decimal(tok: string): number {
+  const sign = tok.charCodeAt(0);
+  let i = sign === 43 /* + */ || sign === 45 /* - */ ? 1 : 0;
+  if (i === tok.length) return NaN;
+  let n = 0;
+  for (; i < tok.length; i++) {
+    const d = tok.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return NaN;
+    n = n * 10 + d;
+  }
+  return sign === 45 ? -n : n;
+}
+
+/**
+ * The tokens of a line: separated by spaces, runs of spaces collapse, tabs
+ * are not separators. (A scan rather than `split` + `filter`: every command
+ * passes here, and `split` is a call into the engine's runtime.)
+ */
+function tokens(line: string): string[] {
+  const out: string[] = [];
+  for (let start = 0; start < line.length;) {
+    let end = line.indexOf(" ", start);
+    if (end < 0) end = line.length;
+    if (end > start) out.push(line.slice(start, end));
+    start = end + 1;
+  }
+  return out;
+}
 
 /** A client token as shown in an error message: quoted, escaped, at most 64 characters. */
 export function showToken(tok: string): string {
   return JSON.stringify(tok.length > 64 ? `${tok.slice(0, 64)}…` : tok);
 }
 const U64 = 1n << 64n;
+
+/** BPF_LOOKUP_ELEM's arguments as {@link parseLookupBytes} reads them. */
+export interface LookupArgs {
+  fd: number;
+  /** The decoded key: a view valid until the next call. */
+  key: Uint8Array;
+  klen: number;
+  vlen: number;
+}
+
+const LOOKUP_PREFIX = new TextEncoder().encode("BPF_LOOKUP_ELEM ");
+const LOOKUP_KEY_MAX = 512;
+/** The longest canonical line: the prefix, three 9-digit numbers, the base64 key, 3 spaces. */
+const LOOKUP_LINE_MAX = LOOKUP_PREFIX.length + 3 * 9 + Math.ceil(LOOKUP_KEY_MAX / 3) * 4 + 3;
+const lookupKey = new Uint8Array(LOOKUP_KEY_MAX);
+
+/**
+ * BPF_LOOKUP_ELEM read straight from a line's bytes, for the hot path: no
+ * string, no token array, the key decoded on the way. Only the canonical form
+ * is taken: `BPF_LOOKUP_ELEM <fd> <key> <klen> <vlen>` with single spaces,
+ * unsigned decimals of 1 to 9 digits, canonical base64 of at most 512 bytes,
+ * nothing after vlen. Any other line gives null and is left to
+ * {@link parseLine}, which reads the canonical form to the same arguments.
+ */
+export function parseLookupBytes(line: Uint8Array): LookupArgs | null {
+  const n = LOOKUP_PREFIX.length;
+  if (line.length <= n || line.length > LOOKUP_LINE_MAX) return null;
+  for (let i = 0; i < n; i++) if (line[i] !== LOOKUP_PREFIX[i]) return null;
+  const fdEnd = spaceFrom(line, n);
+  const keyEnd = spaceFrom(line, fdEnd + 1);
+  const klenEnd = spaceFrom(line, keyEnd + 1);
+  if (klenEnd >= line.length || keyEnd === fdEnd + 1) return null;
+  const fd = digits(line, n, fdEnd);
+  const klen = digits(line, keyEnd + 1, klenEnd);
+  const vlen = digits(line, klenEnd + 1, line.length);
+  if (fd < 0 || klen < 0 || vlen < 0) return null;
+  const keyBytes = decodeBase64Bytes(line, fdEnd + 1, keyEnd, lookupKey);
+  if (keyBytes < 0) return null;
+  return { fd, key: lookupKey.subarray(0, keyBytes), klen, vlen };
+}
+
+/**
+ * Index of the first space in `line` from `i`, else at least `line.length`.
+ * (A loop over a short line beats `indexOf`, a call into the engine's runtime.)
+ */
+function spaceFrom(line: Uint8Array, i: number): number {
+  while (i < line.length && line[i] !== 32) i++;
+  return i;
+}
+
+/** The value of `line[start, end)` if it is 1 to 9 ASCII digits, else -1. */
+function digits(line: Uint8Array, start: number, end: number): number {
+  if (end <= start || end - start > 9) return -1;
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = line[i] - 48;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
 
 /** Parses one argument token; returns an error message instead of throwing. */
 export function parseArg(tok: string, type: ArgType): ArgValue | { error: string } {
@@ -276,16 +376,16 @@ export function parseArg(tok: string, type: ArgType): ArgValue | { error: string
     case "b64":
       return tok;
     case "int": {
-      if (!DEC.test(tok)) return { error: `${showToken(tok)} is not a decimal integer` };
-      const n = Number(tok);
+      const n = decimal(tok);
+      if (Number.isNaN(n)) return { error: `${showToken(tok)} is not a decimal integer` };
       if (n < -0x80000000 || n > 0x7fffffff) {
         return { error: `${showToken(tok)} is out of int range` };
       }
       return n;
     }
     case "u32": {
-      if (!DEC.test(tok)) return { error: `${showToken(tok)} is not a decimal integer` };
-      const n = Number(tok);
+      const n = decimal(tok);
+      if (Number.isNaN(n)) return { error: `${showToken(tok)} is not a decimal integer` };
       if (n < -0x80000000 || n > 0xffffffff) {
         return { error: `${showToken(tok)} is out of u32 range` };
       }
@@ -308,11 +408,11 @@ export function parseArg(tok: string, type: ArgType): ArgValue | { error: string
 export function parseLine(raw: string): Parsed {
   const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
   if (line.length === 0) return { kind: "empty" };
-  const toks = line.split(" ").filter((t) => t.length > 0);
+  const toks = tokens(line);
   if (toks.length === 0) return { kind: "error", message: "the line holds only spaces" };
   const name = toks[0];
   if (name === "exit") return { kind: "exit" };
-  const spec = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  const spec = SPECS.get(name);
   if (!spec) {
     return {
       kind: "error",

@@ -42,8 +42,11 @@ export class RawClient {
   #reader: ReadableStreamDefaultReader<Uint8Array>;
   #writer: WritableStreamDefaultWriter<Uint8Array>;
   #dec = new TextDecoder();
-  #buf = "";
+  /** Received text after the last newline (an unfinished line). */
+  #tail = "";
+  /** Complete lines not yet consumed: `#lines[#head]` is the next one. */
   #lines: string[] = [];
+  #head = 0;
   #eof = false;
   #child?: Deno.ChildProcess;
   #opts: RawClientOptions;
@@ -101,27 +104,53 @@ export class RawClient {
         this.#eof = true;
         return false;
       }
-      this.#buf += this.#dec.decode(r.value, { stream: true });
-      const parts = this.#buf.split("\n");
-      this.#buf = parts.pop()!;
-      for (const p of parts) this.#lines.push(p.endsWith("\r") ? p.slice(0, -1) : p);
+      this.#take(this.#dec.decode(r.value, { stream: true }));
       return true;
     } finally {
       if (timer !== undefined) clearTimeout(timer);
     }
   }
 
+  /**
+   * Splits received text into lines. Only the new text is split: a long line
+   * arriving in many chunks is only appended to, never re-split.
+   */
+  #take(text: string): void {
+    const parts = text.split("\n");
+    if (parts.length === 1) {
+      this.#tail += text;
+      return;
+    }
+    parts[0] = this.#tail + parts[0];
+    this.#tail = parts.pop()!;
+    for (const p of parts) this.#push(p);
+  }
+
+  #push(line: string): void {
+    this.#lines.push(line.endsWith("\r") ? line.slice(0, -1) : line);
+  }
+
+  /** The next line if one is already received (no waiting), else undefined. */
+  #shiftLine(): string | undefined {
+    if (this.#head === this.#lines.length) return undefined;
+    const l = this.#lines[this.#head++];
+    if (this.#head === this.#lines.length) {
+      this.#lines = [];
+      this.#head = 0;
+    }
+    this.#opts.onTraffic?.("<", l);
+    return l;
+  }
+
   /** Next line from the far side. */
   async readLine(timeoutMs = this.#opts.timeoutMs ?? 30_000): Promise<string> {
     const deadline = timeoutMs > 0 ? Date.now() + timeoutMs : Infinity;
-    while (this.#lines.length === 0) {
+    while (this.#head === this.#lines.length) {
       if (this.#eof || !(await this.#fill(deadline))) {
         throw new ChannelError("the runtime closed the channel (exited?)");
       }
     }
-    const l = this.#lines.shift()!;
-    this.#opts.onTraffic?.("<", l);
-    return l;
+    return this.#shiftLine()!;
   }
 
   /** Writes one raw line (a `\n` is appended). */
@@ -135,20 +164,25 @@ export class RawClient {
     await this.#writer.write(bytes);
   }
 
-  /** Reads one framed response (skipping the banner and any tty echo before START). */
+  /**
+   * Reads one framed response (skipping the banner and any tty echo before
+   * START). Lines already received are consumed synchronously: it awaits
+   * only when it must read (a 200k-line body costs no 200k awaits).
+   */
   async readResponse(timeoutMs?: number): Promise<Body> {
-    let l = await this.readLine(timeoutMs);
+    let l = this.#shiftLine() ?? await this.readLine(timeoutMs);
     while (l !== START) {
       if (l === BANNER) this.#bannerSeen = true;
       else if (l === END) throw new ChannelError(`garbled stream: ${END} without ${START}`);
-      l = await this.readLine(timeoutMs);
+      l = this.#shiftLine() ?? await this.readLine(timeoutMs);
     }
     const body: string[] = [];
-    for (l = await this.readLine(timeoutMs); l !== END; l = await this.readLine(timeoutMs)) {
+    for (;;) {
+      l = this.#shiftLine() ?? await this.readLine(timeoutMs);
+      if (l === END) return body;
       if (l === START) throw new ChannelError(`garbled stream: ${START} inside a response`);
       body.push(l);
     }
-    return body;
   }
 
   /** Sends one command and returns its response body. */

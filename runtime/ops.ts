@@ -206,7 +206,9 @@ export class Ops {
       case "GET_USYM_ADDR":
         return this.usymAddr(n(0), s(1), s(2));
       case "HELLO":
-        return this.hello(a as string[]);
+        // The handshake of a tool that is about to load bundles: their code is
+        // loaded now, once, rather than in the middle of the first BUNDLE_LOAD.
+        return this.#withBundles(() => this.hello(a as string[]));
       case "BPF_CLOSE_FD":
         this.#s.close(n(0));
         this.#bundles?.forget(n(0));

@@ -31,6 +31,7 @@
  */
 
 import { type ArchInfo, archInfo } from "./arch.ts";
+import { absolute } from "./kernels/fs_util.ts";
 import {
   ArchMismatchError,
   checkArchLoads,
@@ -116,14 +117,7 @@ export class ToolNotFoundError extends Error {
  * ```
  */
 export function absPath(path: string): string {
-  const full = path.startsWith("/") ? path : `${Deno.cwd()}/${path}`;
-  const out: string[] = [];
-  for (const part of full.split("/")) {
-    if (part === "" || part === ".") continue;
-    if (part === "..") out.pop();
-    else out.push(part);
-  }
-  return "/" + out.join("/");
+  return absolute(path);
 }
 
 /**

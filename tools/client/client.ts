@@ -24,6 +24,7 @@
 import type { RawClient } from "./raw.ts";
 import { NOT_RECOGNIZED, OPEN_FAILED, unescapeLine } from "../../runtime/protocol/framing.ts";
 import { bundleTar, readBundleFiles, sha256 } from "../../artifacts/oci.ts";
+import { COMMANDS } from "../../runtime/protocol/commands.ts";
 
 /**
  * The 27 commands of the original BPFd, plus `exit` (protocol 1).
@@ -35,33 +36,7 @@ import { bundleTar, readBundleFiles, sha256 } from "../../artifacts/oci.ts";
  * ```
  */
 export const PROTOCOL1_COMMANDS: readonly string[] = [
-  "BPF_CREATE_MAP",
-  "BPF_PROG_LOAD",
-  "BPF_ATTACH_KPROBE",
-  "BPF_DETACH_KPROBE",
-  "BPF_ATTACH_UPROBE",
-  "BPF_DETACH_UPROBE",
-  "BPF_ATTACH_TRACEPOINT",
-  "BPF_DETACH_TRACEPOINT",
-  "BPF_ATTACH_PERF_EVENT",
-  "BPF_CLOSE_PERF_EVENT_FD",
-  "BPF_OPEN_PERF_BUFFER",
-  "BPF_UPDATE_ELEM",
-  "BPF_LOOKUP_ELEM",
-  "BPF_GET_FIRST_KEY",
-  "BPF_GET_NEXT_KEY",
-  "BPF_DELETE_ELEM",
-  "BPF_CLEAR_MAP",
-  "PERF_READER_POLL",
-  "GET_KALLSYMS",
-  "GET_KPROBES_BLACKLIST",
-  "GET_TRACE_EVENTS_CATEGORIES",
-  "GET_TRACE_EVENTS",
-  "COMM_FOR_PID",
-  "GET_KSYM_NAME",
-  "GET_KSYM_ADDR",
-  "GET_USYM_NAME",
-  "GET_USYM_ADDR",
+  ...Object.entries(COMMANDS).filter(([, spec]) => !spec.extension).map(([name]) => name),
   "exit",
 ];
 

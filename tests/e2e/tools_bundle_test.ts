@@ -2,42 +2,10 @@
 // the runtime loads them over the protocol, and their events describe what the test did.
 import assert from "../support/assert.ts";
 import { errnoOf, type RawClient } from "../../tools/client/raw.ts";
-import { must, ROOT, startBpfd } from "../support/bpfd.ts";
+import { must, startBpfd } from "../support/bpfd.ts";
+import { runningBundles } from "../support/bundles.ts";
 import { u32b64 } from "../../tools/client/asm.ts";
 import { onlineCpus } from "../../runtime/kernel/target.ts";
-
-let built: Promise<string> | null = null;
-
-/** Builds both tools for the running kernel once per test run; returns the output dir. */
-function buildBundles(): Promise<string> {
-  built ??= (async () => {
-    const out = await Deno.makeTempDir({ prefix: "bpfpack-e2e-" });
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}/compiler/main.ts`,
-        "--kernel",
-        "running",
-        "--mode",
-        "core",
-        "--tool",
-        "opensnoop,execsnoop",
-        "--out",
-        out,
-        "--json",
-        "--quiet",
-      ],
-      cwd: ROOT,
-    }).output();
-    const err = new TextDecoder().decode(r.stderr);
-    assert.equal(r.code, 0, `build failed:\n${err}`);
-    const summary = JSON.parse(new TextDecoder().decode(r.stdout));
-    assert.ok(JSON.stringify(summary).includes("opensnoop"), "summary names the tool");
-    return out;
-  })();
-  return built;
-}
 
 interface Loaded {
   maps: Map<string, number>;
@@ -89,7 +57,7 @@ const cstr = (b: Uint8Array) => {
 };
 
 Deno.test("opensnoop bundle: the open the test makes, with its pid, path and fd", async () => {
-  const out = await buildBundles();
+  const out = await runningBundles();
   const c = startBpfd();
   try {
     await c.send("HELLO e2e");
@@ -114,7 +82,7 @@ Deno.test("opensnoop bundle: the open the test makes, with its pid, path and fd"
 });
 
 Deno.test("opensnoop bundle: rodata filter targ_failed=true keeps only failed opens", async () => {
-  const out = await buildBundles();
+  const out = await runningBundles();
   const c = startBpfd();
   try {
     const l = await loadTool(c, `${out}/opensnoop.oci.tar`, "rodata.targ_failed=true");
@@ -133,7 +101,7 @@ Deno.test("opensnoop bundle: rodata filter targ_failed=true keeps only failed op
 });
 
 Deno.test("execsnoop bundle: the command the test ran, with its ppid read on the target", async () => {
-  const out = await buildBundles();
+  const out = await runningBundles();
   const c = startBpfd();
   try {
     const l = await loadTool(c, `${out}/execsnoop.oci.tar`);

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { runningBundles } from "../support/bundles.ts";
 import { asm, insn, ldMap } from "../../tools/client/asm.ts";
 import { defaultBpfdCommand, shellQuote } from "../../tools/transport/process.ts";
 
@@ -30,37 +31,9 @@ export function bpfdShellCommand(cacheDir: string): string {
   return [...(env ? [`DENO_DIR=${env}`] : []), ...bpfdArgs(cacheDir)].map(shellQuote).join(" ");
 }
 
-let built: Promise<string> | null = null;
-
-/** Builds the opensnoop bundle (core, running kernel) once per test run; returns the `.tar`. */
-export function opensnoopBundle(): Promise<string> {
-  built ??= (async () => {
-    const out = await Deno.makeTempDir({ prefix: "bpfpack-tools-" });
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}/compiler/main.ts`,
-        "--kernel",
-        "running",
-        "--mode",
-        "core",
-        "--tool",
-        "opensnoop",
-        "--out",
-        out,
-        "--quiet",
-      ],
-      cwd: ROOT,
-      stdout: "null",
-      stderr: "piped",
-    }).output();
-    if (r.code !== 0) {
-      throw new Error(`building opensnoop failed:\n${new TextDecoder().decode(r.stderr)}`);
-    }
-    return `${out}/opensnoop.oci.tar`;
-  })();
-  return built;
+/** The opensnoop bundle (core, running kernel), built once per test run; returns the `.tar`. */
+export async function opensnoopBundle(): Promise<string> {
+  return `${await runningBundles()}/opensnoop.oci.tar`;
 }
 
 /** Decoded `struct opensnoop_event` (tools/opensnoop/opensnoop.h). */

@@ -1,0 +1,69 @@
+// The opensnoop host tool end to end: CLI → bundle → runtime on this kernel → events it prints.
+import assert from "../support/assert.ts";
+import { ROOT } from "../support/bpfd.ts";
+import { runningBundles } from "../support/bundles.ts";
+import { decodeOpenEvent } from "../../tools/opensnoop/opensnoop.ts";
+
+/** Runs the tool until its ready line, calls `act`, and returns its stdout lines and exit code. */
+async function runTool(args: string[], act: () => Promise<void>) {
+  const bundle = `${await runningBundles()}/opensnoop.oci.tar`;
+  const p = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", `${ROOT}/tools/opensnoop/opensnoop.ts`, "--bundle", bundle, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const err = p.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("Ctrl-C to end")) {
+    const r = await err.read();
+    if (r.done) break;
+    text += r.value;
+  }
+  assert.match(text, /tracing open\(\) on/, text);
+  await act();
+  const [out, status] = await Promise.all([new Response(p.stdout).text(), p.status]);
+  err.releaseLock();
+  await p.stderr.cancel().catch(() => {});
+  return { lines: out.split("\n").filter(Boolean), code: status.code };
+}
+
+Deno.test("opensnoop tool: --json shows the test's open with pid and fd; -x keeps failures", async () => {
+  const file = `/tmp/bpfpack-tool-${crypto.randomUUID()}`;
+  await Deno.writeTextFile(file, "x");
+  let pid = 0;
+  const { lines, code } = await runTool(["--json", "-d", "2"], async () => {
+    const c = new Deno.Command("cat", { args: [file], stdout: "null" }).spawn();
+    pid = c.pid;
+    await c.status;
+  });
+  assert.equal(code, 0);
+  const mine = lines.map((l) => JSON.parse(l)).filter((e) => e.path === file);
+  assert.ok(mine.length >= 1, `no event for ${file} in ${lines.length} lines`);
+  assert.equal(mine[0].pid, pid);
+  assert.equal(mine[0].comm, "cat");
+  assert.ok(mine[0].ret >= 0);
+  await Deno.remove(file);
+
+  const missing = `/tmp/bpfpack-tool-missing-${crypto.randomUUID()}`;
+  const failed = await runTool(["-x", "-d", "2"], async () => {
+    await new Deno.Command("cat", { args: [missing], stdout: "null", stderr: "null" }).output();
+  });
+  assert.equal(failed.code, 0);
+  assert.match(failed.lines[0], /^PID\s+COMM\s+FD\s+ERR\s+PATH$/);
+  const row = failed.lines.find((l) => l.endsWith(missing));
+  assert.ok(row, failed.lines.join("\n"));
+  assert.match(row, /^\d+\s+cat\s+-1\s+2 /, "fd -1, errno 2 (ENOENT)");
+  assert.ok(failed.lines.slice(1).every((l) => /\s-1\s+\d+ /.test(l)), "only failed opens");
+});
+
+Deno.test("opensnoop tool: decodes the event layout of opensnoop.h", () => {
+  const b = new Uint8Array(304);
+  const dv = new DataView(b.buffer);
+  dv.setUint32(8, 42, true);
+  dv.setInt32(20, -13, true);
+  b.set(new TextEncoder().encode("sh"), 32);
+  b.set(new TextEncoder().encode("/etc/shadow"), 48);
+  const e = decodeOpenEvent(b);
+  assert.deepEqual([e.pid, e.ret, e.comm, e.path], [42, -13, "sh", "/etc/shadow"]);
+  assert.throws(() => decodeOpenEvent(b.subarray(0, 100)), /too short/);
+});

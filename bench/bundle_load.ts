@@ -19,6 +19,7 @@ import { readBundle } from "../artifacts/oci.ts";
 import { closeObject, loadObject } from "../runtime/loader/load.ts";
 import { parseObject } from "../artifacts/bpf_object.ts";
 import { RawClient } from "../tools/client/raw.ts";
+import { buildRunningBundles } from "../tools/client/bundle_build.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -31,24 +32,7 @@ function median(xs: number[]): number {
 export async function benchBundleLoad(reps = 15) {
   const out = await Deno.makeTempDir({ prefix: "bpfpack-bench-bundle-" });
   try {
-    const b = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}compiler/main.ts`,
-        "--kernel",
-        "running",
-        "--mode",
-        "core",
-        "--tool",
-        "opensnoop",
-        "--out",
-        out,
-        "--quiet",
-      ],
-      cwd: ROOT,
-    }).output();
-    if (!b.success) throw new Error(new TextDecoder().decode(b.stderr));
+    await buildRunningBundles(["opensnoop"], out);
     const path = `${out}/opensnoop.oci.tar`;
 
     // Baseline: the loader alone, in this process.

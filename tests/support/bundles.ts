@@ -11,45 +11,21 @@
  * @module
  */
 
-import { ROOT } from "./bpfd.ts";
+import { buildRunningBundles } from "../../tools/client/bundle_build.ts";
 
 let built: Promise<string> | null = null;
 
 /**
- * Builds opensnoop and execsnoop for the running kernel with `compiler/main.ts`
- * (the CLI a user runs) and returns the output directory holding
+ * Builds opensnoop and execsnoop for the running kernel with the compiler's
+ * CLI (what a user runs) and returns the output directory holding
  * `<tool>.oci/` and `<tool>.oci.tar`.
  */
 export function runningBundles(): Promise<string> {
-  built ??= (async () => {
-    const out = await Deno.makeTempDir({ prefix: "bpfpack-bundles-" });
-    const r = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        `${ROOT}/compiler/main.ts`,
-        "--kernel",
-        "running",
-        "--mode",
-        "core",
-        "--tool",
-        "opensnoop,execsnoop",
-        "--out",
-        out,
-        "--json",
-        "--quiet",
-      ],
-      cwd: ROOT,
-      stderr: "piped",
-    }).output();
-    if (r.code !== 0) {
-      throw new Error(`building the tool bundles failed:\n${new TextDecoder().decode(r.stderr)}`);
+  return built ??= (async () => {
+    const dir = await buildRunningBundles(["opensnoop", "execsnoop"]);
+    for (const t of ["opensnoop", "execsnoop"]) {
+      if (!Deno.statSync(`${dir}/${t}.oci.tar`).isFile) throw new Error(`no ${t} bundle in ${dir}`);
     }
-    const summary = new TextDecoder().decode(r.stdout);
-    if (!summary.includes("opensnoop") || !summary.includes("execsnoop")) {
-      throw new Error(`the build summary does not name both tools:\n${summary}`);
-    }
-    return out;
+    return dir;
   })();
-  return built;
 }

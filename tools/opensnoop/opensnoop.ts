@@ -16,6 +16,7 @@
 import { parseArgs } from "../../artifacts/cli.ts";
 import { BpfdClient } from "../client/client.ts";
 import { connectRemote } from "../transport/remote.ts";
+import { buildRunningBundles } from "../client/bundle_build.ts";
 
 const HELP = `opensnoop — trace open() syscalls on a target (BCC's opensnoop, remotely)
 
@@ -74,33 +75,10 @@ export function decodeOpenEvent(b: Uint8Array): OpenEvent {
 
 /** Builds (or reuses from the compiler's cache) the opensnoop bundle for the running kernel. */
 async function buildBundle(): Promise<string> {
-  const out = `${ROOT}.cache/tools`;
   console.error(
     "opensnoop: building the BPF bundle for this kernel (cached after the first time)…",
   );
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}compiler/main.ts`,
-      "--kernel",
-      "running",
-      "--mode",
-      "core",
-      "--tool",
-      "opensnoop",
-      "--out",
-      out,
-      "--quiet",
-    ],
-    cwd: ROOT,
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  if (!r.success) {
-    throw new Error(`building the bundle failed:\n${new TextDecoder().decode(r.stderr)}`);
-  }
-  return `${out}/opensnoop.oci.tar`;
+  return `${await buildRunningBundles(["opensnoop"], `${ROOT}.cache/tools`)}/opensnoop.oci.tar`;
 }
 
 async function main(): Promise<number> {

@@ -27,6 +27,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "b64.h"
+
 #define LINE_MAX_BYTES 2000000
 
 static char line[LINE_MAX_BYTES];
@@ -36,7 +38,6 @@ static long sys_bpf(int cmd, union bpf_attr *attr)
 	return syscall(__NR_bpf, cmd, attr, sizeof(*attr));
 }
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /* Value of one base64 character, or -1 for anything outside the alphabet. */
 static int b64val(unsigned char c)
@@ -81,29 +82,6 @@ static size_t b64decode(const char *in, unsigned char *out, size_t cap)
 	return n < cap ? n : cap;
 }
 
-/* Encodes len bytes as padded base64 into out (4 * ceil(len / 3) + 1 bytes). */
-static void b64encode(const unsigned char *in, size_t len, char *out)
-{
-	size_t i = 0;
-	char *o = out;
-	for (; i + 2 < len; i += 3) {
-		uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-		*o++ = B64[(v >> 18) & 63];
-		*o++ = B64[(v >> 12) & 63];
-		*o++ = B64[(v >> 6) & 63];
-		*o++ = B64[v & 63];
-	}
-	if (i < len) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < len)
-			v |= (uint32_t)in[i + 1] << 8;
-		*o++ = B64[(v >> 18) & 63];
-		*o++ = B64[(v >> 12) & 63];
-		*o++ = i + 1 < len ? B64[(v >> 6) & 63] : '=';
-		*o++ = '=';
-	}
-	*o = '\0';
-}
 
 /* Next space-separated token as an int; returns 0 when it is missing or not numeric. */
 static int arg_int(int *out)

@@ -36,6 +36,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "b64.h"
+
 static const char START[] = "START_BPFD_OUTPUT";
 static const char END[] = "END_BPFD_OUTPUT";
 static const char BANNER[] = "STARTED_BPFD";
@@ -258,30 +260,6 @@ static void proc_times(pid_t pid, unsigned long *utime, unsigned long *stime)
 
 /* ------------------------------------------------------------------ helpers */
 
-static const char B64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static void b64encode(const unsigned char *in, size_t len, char *out)
-{
-	size_t i = 0;
-	char *o = out;
-	for (; i + 2 < len; i += 3) {
-		uint32_t v = ((uint32_t)in[i] << 16) | ((uint32_t)in[i + 1] << 8) | in[i + 2];
-		*o++ = B64[(v >> 18) & 63];
-		*o++ = B64[(v >> 12) & 63];
-		*o++ = B64[(v >> 6) & 63];
-		*o++ = B64[v & 63];
-	}
-	if (i < len) {
-		uint32_t v = (uint32_t)in[i] << 16;
-		if (i + 1 < len)
-			v |= (uint32_t)in[i + 1] << 8;
-		*o++ = B64[(v >> 18) & 63];
-		*o++ = B64[(v >> 12) & 63];
-		*o++ = i + 1 < len ? B64[(v >> 6) & 63] : '=';
-		*o++ = '=';
-	}
-	*o = '\0';
-}
 
 static void le32(uint32_t v, unsigned char *o)
 {

@@ -17,7 +17,7 @@
  * @module
  */
 
-import { type Native, type Pin, pinned, runtimeCommand } from "./native.ts";
+import { type Native, type Pin, pinned, runClient, runtimeCommand } from "./native.ts";
 import { mean, median, nowMs, percentile, type Row, row } from "./stats.ts";
 import { RawClient } from "../tools/client/raw.ts";
 
@@ -122,12 +122,8 @@ export async function rttRun(
     o.pin,
     "client",
   );
-  const out = await new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
+  const out = await runClient(cmd);
+  const text = out.text;
   if (!out.success) {
     throw new Error(`rtt_client failed (exit ${out.code}) for ${daemon.join(" ")}: ${text}`);
   }

@@ -91,3 +91,15 @@ export function pinned(cmd: string[], pin: Pin, role: "client" | "daemon"): stri
   const cpu = pin === "split" && role === "daemon" ? "1" : "0";
   return ["taskset", "-c", cpu, ...cmd];
 }
+
+/** Runs a command (the C client), stderr passed through; returns its exit status and stdout. */
+export async function runClient(
+  cmd: string[],
+): Promise<{ success: boolean; code: number; text: string }> {
+  const out = await new Deno.Command(cmd[0], {
+    args: cmd.slice(1),
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  return { success: out.success, code: out.code, text: new TextDecoder().decode(out.stdout) };
+}

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { type Native, type Pin, pinned, runtimeCommand } from "./native.ts";
+import { type Native, type Pin, pinned, runClient, runtimeCommand } from "./native.ts";
 import { median, type Row, row } from "./stats.ts";
 
 /** Settings of the start-up benchmark. */
@@ -67,12 +67,8 @@ async function startupRun(nat: Native, daemon: string[], pin: Pin, idleMs: numbe
     pin,
     "client",
   );
-  const out = await new Deno.Command(cmd[0], {
-    args: cmd.slice(1),
-    stdout: "piped",
-    stderr: "inherit",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
+  const out = await runClient(cmd);
+  const text = out.text;
   const j = JSON.parse(text) as StartupJson;
   if (!out.success || !j.ok) throw new Error(`start-up run of ${daemon.join(" ")} failed: ${text}`);
   return j;

@@ -13,31 +13,8 @@
  * @module
  */
 
-import { parseArgs } from "../../artifacts/cli.ts";
-import { BpfdClient } from "../client/client.ts";
-import { connectRemote } from "../transport/remote.ts";
-import { buildRunningBundles } from "../client/bundle_build.ts";
+import { cstr, intFlag, runToolMain, type ToolDef } from "../client/tool.ts";
 
-const HELP = `opensnoop — trace open() syscalls on a target (BCC's opensnoop, remotely)
-
-Usage: deno task tool opensnoop [options]   (or: deno run -A tools/opensnoop/opensnoop.ts)
-
-Options:
-  -p, --pid PID        only this process
-  -t, --tid TID        only this thread
-  -u, --uid UID        only this user
-  -x, --failed         only failed opens
-  -d, --duration SECS  stop after SECS seconds (default: until Ctrl-C)
-  -T, --timestamp      print a timestamp column
-      --json           one JSON object per event
-      --remote SPEC    where bpfd runs: local (default), ssh:[user@]host[:port][,key=…][,bpfd=CMD],
-                       adb:[serial][,su][,bpfd=PATH]
-      --bundle PATH    use this bundle (.oci dir or .tar) instead of building one
-  -h, --help           this text
-
-Columns: PID COMM FD ERR PATH (FD is -1 and ERR the errno when the open failed).`;
-
-const ROOT = new URL("../../", import.meta.url).pathname;
 const EVENT_SIZE = 304; // struct opensnoop_event (opensnoop.h)
 
 /** One decoded `struct opensnoop_event`. */
@@ -50,11 +27,6 @@ export interface OpenEvent {
   flags: number;
   comm: string;
   path: string;
-}
-
-function cstr(b: Uint8Array): string {
-  const z = b.indexOf(0);
-  return new TextDecoder().decode(z < 0 ? b : b.subarray(0, z));
 }
 
 /** Decodes one sample (little-endian target). */
@@ -73,115 +45,60 @@ export function decodeOpenEvent(b: Uint8Array): OpenEvent {
   };
 }
 
-/** Builds (or reuses from the compiler's cache) the opensnoop bundle for the running kernel. */
-async function buildBundle(): Promise<string> {
-  console.error(
-    "opensnoop: building the BPF bundle for this kernel (cached after the first time)…",
-  );
-  return `${await buildRunningBundles(["opensnoop"], `${ROOT}.cache/tools`)}/opensnoop.oci.tar`;
-}
-
-async function main(): Promise<number> {
-  const { values: v } = parseArgs({
-    args: Deno.args,
-    options: {
-      pid: { type: "string", short: "p" },
-      tid: { type: "string", short: "t" },
-      uid: { type: "string", short: "u" },
-      failed: { type: "boolean", short: "x" },
-      duration: { type: "string", short: "d" },
-      timestamp: { type: "boolean", short: "T" },
-      json: { type: "boolean" },
-      remote: { type: "string" },
-      bundle: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
-  });
-  if (v.help) {
-    console.log(HELP);
-    return 0;
-  }
-  const num = (name: string, s: string | undefined) => {
-    if (s === undefined) return undefined;
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < 0) throw new Error(`--${name} needs a non-negative integer`);
-    return n;
-  };
-  const rodata: Record<string, number | boolean> = {};
-  const pid = num("pid", v.pid);
-  const tid = num("tid", v.tid);
-  const uid = num("uid", v.uid);
-  if (pid !== undefined) rodata.targ_tgid = pid;
-  if (tid !== undefined) rodata.targ_tid = tid;
-  if (uid !== undefined) rodata.targ_uid = uid;
-  if (v.failed) rodata.targ_failed = true;
-  const duration = v.duration === undefined ? 0 : Number(v.duration);
-  if (!Number.isFinite(duration) || duration < 0) throw new Error("--duration needs seconds");
-
-  const bundle = v.bundle ?? await buildBundle();
-  const raw = await connectRemote(v.remote ?? "local", { timeoutMs: 30_000 });
-  const c = new BpfdClient(raw, { clientName: "opensnoop 0.1.0" });
-  let stop = false;
-  const onInt = () => (stop = true);
-  Deno.addSignalListener("SIGINT", onInt);
-  Deno.addSignalListener("SIGTERM", onInt);
-  try {
-    await c.hello();
-    const up = await c.uploadBundle(bundle);
-    const loaded = await c.loadBundle(up.path, { rodata });
-    const events = loaded.maps.get("events");
+/** The opensnoop tool. */
+export const opensnoop: ToolDef = {
+  name: "opensnoop",
+  summary: "opensnoop — trace open() syscalls on a target (BCC's opensnoop, remotely)",
+  usage: "deno task tool opensnoop [options]   (or: deno run -A tools/opensnoop/opensnoop.ts)",
+  optionHelp: `  -p, --pid PID        only this process
+  -t, --tid TID        only this thread
+  -u, --uid UID        only this user
+  -x, --failed         only failed opens
+  -T, --timestamp      print a timestamp column`,
+  epilog: "Columns: PID COMM FD ERR PATH (FD is -1 and ERR the errno when the open failed).",
+  options: {
+    pid: { type: "string", short: "p" },
+    tid: { type: "string", short: "t" },
+    uid: { type: "string", short: "u" },
+    failed: { type: "boolean", short: "x" },
+    timestamp: { type: "boolean", short: "T" },
+  },
+  configure(v) {
+    const rodata: Record<string, number | boolean> = {};
+    const pid = intFlag(v, "pid");
+    const tid = intFlag(v, "tid");
+    const uid = intFlag(v, "uid");
+    if (pid !== undefined) rodata.targ_tgid = pid;
+    if (tid !== undefined) rodata.targ_tid = tid;
+    if (uid !== undefined) rodata.targ_uid = uid;
+    if (v.failed) rodata.targ_failed = true;
+    return { rodata };
+  },
+  async run(ctx) {
+    const events = ctx.bundle.maps.get("events");
     if (!events) throw new Error("the bundle has no `events` map");
-    const readers = await c.openPerfBuffers(events.fd, 64);
-    for (const p of loaded.progs.values()) {
-      try {
-        await c.attachProg(p.fd);
-      } catch (e) {
-        if (!p.name.includes("openat2")) throw e; // openat2 is optional (kernels < 5.6)
-      }
-    }
-    console.error(
-      `opensnoop: tracing open() on ${loaded.object.arch} ${loaded.object.release} ` +
-        `(${loaded.object.mode} object)${duration ? ` for ${duration} s` : ""}; Ctrl-C to end`,
+    const readers = await ctx.client.openPerfBuffers(events.fd, 64);
+    // openat2 is optional (kernels < 5.6).
+    await ctx.attachAll({ optional: (name) => name.includes("openat2") });
+    const o = ctx.bundle.object;
+    ctx.status(
+      `tracing open() on ${o.arch} ${o.release} (${o.mode} object)` +
+        `${ctx.durationMs ? ` for ${ctx.durationMs / 1000} s` : ""}; Ctrl-C to end`,
     );
-    if (!v.json) {
-      console.log(`${v.timestamp ? "TIME(s)    " : ""}PID      COMM             FD  ERR PATH`);
-    }
-    const t0 = performance.now();
-    let lost = 0;
-    while (!stop && (duration === 0 || performance.now() - t0 < duration * 1000)) {
-      for (const ev of await c.poll(200, readers)) {
-        if (ev.kind === "lost") {
-          lost += ev.count;
-          continue;
-        }
-        const e = decodeOpenEvent(ev.data);
-        if (v.json) {
-          console.log(JSON.stringify({ ...e, ts: Number(e.ts) }));
-          continue;
-        }
-        const fd = e.ret >= 0 ? e.ret : -1;
-        const err = e.ret >= 0 ? 0 : -e.ret;
-        const ts = v.timestamp ? `${((performance.now() - t0) / 1000).toFixed(3).padEnd(10)} ` : "";
-        console.log(
-          `${ts}${String(e.pid).padEnd(8)} ${e.comm.padEnd(16)} ${String(fd).padStart(3)} ` +
-            `${String(err).padStart(4)} ${e.path}`,
-        );
-      }
-    }
-    if (lost) console.error(`opensnoop: ${lost} events lost (the target could not keep up)`);
-  } finally {
-    Deno.removeSignalListener("SIGINT", onInt);
-    Deno.removeSignalListener("SIGTERM", onInt);
-    await c.close(); // the runtime detaches and closes everything it created
-  }
-  return 0;
-}
+    const stamp = ctx.values.timestamp === true;
+    if (!ctx.json) ctx.print(`${stamp ? "TIME(s)    " : ""}PID      COMM             FD  ERR PATH`);
+    await ctx.pollLoop(readers, (data) => {
+      const e = decodeOpenEvent(data);
+      if (ctx.json) return ctx.print(JSON.stringify({ ...e, ts: Number(e.ts) }));
+      const fd = e.ret >= 0 ? e.ret : -1;
+      const err = e.ret >= 0 ? 0 : -e.ret;
+      const ts = stamp ? `${(ctx.elapsedMs() / 1000).toFixed(3).padEnd(10)} ` : "";
+      ctx.print(
+        `${ts}${String(e.pid).padEnd(8)} ${e.comm.padEnd(16)} ${String(fd).padStart(3)} ` +
+          `${String(err).padStart(4)} ${e.path}`,
+      );
+    });
+  },
+};
 
-if (import.meta.main) {
-  try {
-    Deno.exit(await main());
-  } catch (e) {
-    console.error(`opensnoop: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) await runToolMain(opensnoop);

@@ -74,6 +74,21 @@ export interface TranscriptServer {
   done: Promise<ServeReport>;
 }
 
+/** Options of {@link serveTranscript}. */
+export interface ServeOptions {
+  /** The replaying client's pid (bound to the transcript's `# replay self`). */
+  selfPid?: number;
+  /** Send the `STARTED_BPFD` banner first (default true). */
+  banner?: boolean;
+  /**
+   * Answer a `PERF_READER_POLL` that the transcript does not have at this point (the tool polls
+   * longer than the recording did) with an empty poll after its timeout (at most 1 s), instead
+   * of diverging. The recorded polls are answered at once, so a tool replayed with the same
+   * duration sees every recorded event before it stops. Default false.
+   */
+  padPolls?: boolean;
+}
+
 interface Pair {
   command: string;
   lineNo: number;
@@ -116,7 +131,7 @@ function pairs(t: LoadedTranscript): Pair[] {
  */
 export function serveTranscript(
   transcript: LoadedTranscript,
-  opts: { selfPid?: number; banner?: boolean } = {},
+  opts: ServeOptions = {},
 ): TranscriptServer {
   const norm = Normaliser.fromDirectives(transcript.directives, { selfPid: opts.selfPid });
   const script = pairs(transcript);
@@ -153,20 +168,39 @@ export function serveTranscript(
       if (opts.banner !== false) c.enqueue(enc.encode(BANNER_LINE + "\n"));
     },
   });
+  // Responses go out in command order, also when a padded poll waits for its timeout.
+  let chain = Promise.resolve();
+  const send = (text: string, delayMs = 0) => {
+    chain = chain.then(async () => {
+      if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
+      if (ended) return;
+      try {
+        ctl.enqueue(enc.encode(text));
+      } catch { /* the client has gone */ }
+    });
+  };
   const onLine = (raw: string) => {
     if (ended) return;
     const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw;
     if (line === "") return;
     if (line.split(" ").filter(Boolean)[0] === "exit") {
       exitSeen = true;
-      try {
-        ctl.close();
-      } catch { /* closed */ }
-      finish();
+      chain = chain.then(() => {
+        try {
+          ctl.close();
+        } catch { /* closed */ }
+        finish();
+      });
       return;
     }
     const p = script[next];
     const src = transcript.source;
+    const poll = /^PERF_READER_POLL (-?\d+) /.exec(line);
+    if (opts.padPolls && poll && !p?.command.startsWith("PERF_READER_POLL ")) {
+      const t = Number(poll[1]);
+      send(`${START_LINE}\n${END_LINE}\n`, t < 0 ? 1000 : Math.min(t, 1000));
+      return;
+    }
     if (!p) {
       const last = script[script.length - 1];
       diverge(
@@ -210,7 +244,7 @@ export function serveTranscript(
       return;
     }
     next++;
-    ctl.enqueue(enc.encode(p.response.map((r) => r.line + "\n").join("")));
+    send(p.response.map((r) => r.line + "\n").join(""));
   };
   let buf = "";
   const writable = new WritableStream<Uint8Array>({
@@ -226,10 +260,12 @@ export function serveTranscript(
     close() {
       if (buf !== "") onLine(buf);
       buf = "";
-      try {
-        ctl.close();
-      } catch { /* closed or errored */ }
-      finish();
+      chain = chain.then(() => {
+        try {
+          ctl.close();
+        } catch { /* closed or errored */ }
+        finish();
+      });
     },
     abort() {
       finish();

@@ -158,7 +158,7 @@ export function replayTransport(file: string): Transport {
     kind: "replay",
     describe: () => `replay ${file}`,
     open: async (): Promise<Channel> => {
-      const server = serveTranscript(await readTranscript(file));
+      const server = serveTranscript(await readTranscript(file), { padPolls: true });
       return {
         readable: server.readable,
         writable: server.writable,

@@ -3,6 +3,7 @@ import assert from "../support/assert.ts";
 import { ROOT } from "../support/bpfd.ts";
 import { runningBundles } from "../support/bundles.ts";
 import { decodeOpenEvent } from "../../tools/opensnoop/opensnoop.ts";
+import { replayFixture } from "./fixtures/record.ts";
 
 /** Runs the tool until its ready line, calls `act`, and returns its stdout lines and exit code. */
 async function runTool(args: string[], act: () => Promise<void>) {
@@ -66,4 +67,13 @@ Deno.test("opensnoop tool: decodes the event layout of opensnoop.h", () => {
   const e = decodeOpenEvent(b);
   assert.deepEqual([e.pid, e.ret, e.comm, e.path], [42, -13, "sh", "/etc/shadow"]);
   assert.throws(() => decodeOpenEvent(b.subarray(0, 100)), /too short/);
+});
+
+Deno.test("opensnoop tool: a recorded real session replays to the same output", async () => {
+  const r = await replayFixture("opensnoop");
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, r.expected);
+  // The fixture is a real session: the recording ran `cat` on a missing file as uid 4242.
+  assert.match(r.expected, /^\d+\s+cat\s+-1\s+2 \/tmp\/bpfpack-fixture-no-such-file$/m);
+  assert.match(r.stderr, /tracing open\(\) on x86_64/);
 });

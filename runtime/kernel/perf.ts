@@ -134,6 +134,7 @@ export class PerfReader {
   #len: number;
   #u8: Uint8Array;
   #ctl: BigUint64Array;
+  #dv: DataView;
   #dataOff: number;
   #dataSize: number;
   #closed = false;
@@ -148,6 +149,7 @@ export class PerfReader {
     this.#u8 = new Uint8Array(m.buf);
     this.#ctl = new BigUint64Array(m.buf, 0, PAGE_SIZE / 8);
     const dv = new DataView(m.buf);
+    this.#dv = dv;
     this.#dataOff = Number(dv.getBigUint64(1040, true)) || PAGE_SIZE;
     this.#dataSize = Number(dv.getBigUint64(1048, true)) || pages * PAGE_SIZE;
   }
@@ -197,9 +199,16 @@ export class PerfReader {
     const size = this.#dataSize;
     const base = this.#dataOff;
     const u8 = this.#u8;
-    const read = (pos: number, n: number): Uint8Array => {
+    const dv = this.#dv;
+    // Records are 8-byte aligned and the data area is a multiple of 8, so a record header and
+    // a sample's u32 size never wrap; only the sample bytes may.
+    const bytes = (pos: number, n: number, copy: boolean): Uint8Array => {
       const off = pos % size;
-      if (off + n <= size) return u8.slice(base + off, base + off + n);
+      if (off + n <= size) {
+        return copy
+          ? u8.slice(base + off, base + off + n)
+          : u8.subarray(base + off, base + off + n);
+      }
       const out = new Uint8Array(n);
       const first = size - off;
       out.set(u8.subarray(base + off, base + size));
@@ -207,21 +216,18 @@ export class PerfReader {
       return out;
     };
     while (tail < head) {
-      const hdr = read(tail, 8);
-      const hv = new DataView(hdr.buffer);
-      const type = hv.getUint32(0, true);
-      const recSize = hv.getUint16(6, true);
+      const h = base + (tail % size);
+      const type = dv.getUint32(h, true);
+      const recSize = dv.getUint16(h + 6, true);
       if (recSize < 8) break; // corrupt; stop rather than spin
       if (type === PERF_RECORD_SAMPLE) {
-        const body = read(tail + 8, recSize - 8);
-        const bv = new DataView(body.buffer);
-        const rawSize = bv.getUint32(0, true);
-        const s = { size: rawSize, data: body.subarray(4, 4 + rawSize) };
+        const rawSize = dv.getUint32(base + ((tail + 8) % size), true);
+        // A view is enough for a callback (it runs before the tail moves on); kept samples copy.
+        const s = { size: rawSize, data: bytes(tail + 12, rawSize, !onSample) };
         if (onSample) onSample(s);
         else samples.push(s);
       } else if (type === PERF_RECORD_LOST) {
-        const body = read(tail + 8, 16);
-        lost += Number(new DataView(body.buffer).getBigUint64(8, true));
+        lost += Number(dv.getBigUint64(base + ((tail + 16) % size), true));
       }
       tail += recSize;
     }

@@ -231,6 +231,8 @@ export interface LoadOptions {
   attach?: "all" | "none" | string[];
   /** Load only these programs. */
   programs?: string[];
+  /** `max_entries` overrides by map name (`max.<map>=<n>`; e.g. a stack map's size). */
+  maxEntries?: Record<string, number>;
 }
 
 /** Progress of an upload. */
@@ -683,6 +685,7 @@ export class BpfdClient {
       args.push(`attach=${typeof opts.attach === "string" ? opts.attach : opts.attach.join(",")}`);
     }
     if (opts.programs) args.push(`programs=${opts.programs.join(",")}`);
+    for (const [k, v] of Object.entries(opts.maxEntries ?? {})) args.push(`max.${k}=${v}`);
     for (const [k, v] of Object.entries(opts.rodata ?? {})) {
       const text = v instanceof Uint8Array ? `b64:${b64(v)}` : String(v);
       args.push(`rodata.${k}=${text}`);
@@ -753,6 +756,57 @@ export class BpfdClient {
   // ------------------------------------------------------------------ events
 
   /**
+   * Attaches a `perf_event` program (e.g. a bundle program of section `perf_event`) to one
+   * sampling event per CPU (default: every online CPU of the target) with
+   * `BPF_ATTACH_PERF_EVENT`, all in one pipelined round trip. Returns the attachments in CPU
+   * order. If any CPU fails, the ones that succeeded are closed again and the first failure is
+   * thrown.
+   *
+   * @example
+   * ```ts
+   * // software cpu-clock (type 1, config 0) at 49 Hz on every online CPU:
+   * // await bpfd.attachPerfEvent(prog.fd, { type: 1, config: 0, sampleFreq: 49 });
+   * ```
+   */
+  async attachPerfEvent(
+    progFd: number,
+    ev: {
+      type: number;
+      config: number;
+      sampleFreq?: number;
+      samplePeriod?: number | bigint;
+      pid?: number;
+      cpus?: number[];
+    },
+  ): Promise<{ cpu: number; fd: number }[]> {
+    if ((ev.sampleFreq ?? 0) > 0 === BigInt(ev.samplePeriod ?? 0) > 0n) {
+      throw new Error("attachPerfEvent: give exactly one of sampleFreq and samplePeriod");
+    }
+    const cpus = ev.cpus ?? (await this.cpus()).online;
+    const lines = cpus.map((cpu) =>
+      `BPF_ATTACH_PERF_EVENT ${progFd} ${ev.type} ${ev.config} ${ev.samplePeriod ?? 0} ${
+        ev.sampleFreq ?? 0
+      } ${ev.pid ?? -1} ${cpu} -1`
+    );
+    const bodies = await this.#raw.pipeline(lines);
+    const out: { cpu: number; fd: number }[] = [];
+    let failed: Error | null = null;
+    bodies.forEach((b, i) => {
+      try {
+        this.#check(lines[i], b);
+        out.push({ cpu: cpus[i], fd: this.#retOf(lines[i], b) });
+      } catch (e) {
+        failed ??= e as Error;
+      }
+    });
+    if (failed) {
+      if (out.length) await this.#raw.pipeline(out.map((a) => `BPF_CLOSE_PERF_EVENT_FD ${a.fd}`));
+      throw failed;
+    }
+    return out;
+  }
+
+  /**
    * Opens one perf buffer per online CPU of the target and stores each reader fd in the
    * `PERF_EVENT_ARRAY` map `eventsMapFd` (key = CPU). Two pipelined round trips in all.
    */
@@ -802,12 +856,57 @@ export class BpfdClient {
    * records and loss reports; an empty array on timeout. `timeoutMs` < 0 waits until an event.
    */
   async poll(timeoutMs: number, readers?: Reader[]): Promise<PollEvent[]> {
+    const line = this.#pollLine(timeoutMs, readers);
+    return this.#parsePoll(line, await this.#raw.send(line, this.#pollTimeout(timeoutMs)));
+  }
+
+  /**
+   * Polls continuously until `stop()` returns true, keeping `depth` polls in flight (default 2),
+   * so the runtime drains the next batch while this side decodes the last one. Each response's
+   * events go to `onEvents` in order (also empty ones, so the caller can check the time).
+   * Returns once the polls in flight have been answered.
+   */
+  async pollStream(
+    timeoutMs: number,
+    onEvents: (events: PollEvent[]) => void | Promise<void>,
+    opts: { readers?: Reader[]; stop: () => boolean; depth?: number },
+  ): Promise<void> {
+    const line = this.#pollLine(timeoutMs, opts.readers);
+    const depth = Math.max(1, opts.depth ?? 2);
+    let inFlight = 0;
+    const writes: Promise<void>[] = [];
+    const send = () => {
+      const w = this.#raw.write(line);
+      w.catch(() => {}); // a dead far side is reported by the read
+      writes.push(w);
+      inFlight++;
+    };
+    try {
+      while (inFlight < depth && !opts.stop()) send();
+      while (inFlight > 0) {
+        const body = await this.#raw.readResponse(this.#pollTimeout(timeoutMs));
+        inFlight--;
+        if (!opts.stop()) send();
+        await onEvents(this.#parsePoll(line, body));
+      }
+    } finally {
+      await Promise.allSettled(writes);
+    }
+  }
+
+  #pollLine(timeoutMs: number, readers?: Reader[]): string {
     const rs = readers ?? [...this.#readers.values()];
     if (rs.length === 0) throw new Error("poll: no readers: open perf or ring buffers first");
-    const line = `PERF_READER_POLL ${Math.trunc(timeoutMs)} ${rs.length} ${
+    return `PERF_READER_POLL ${Math.trunc(timeoutMs)} ${rs.length} ${
       rs.map((r) => r.fd).join(" ")
     }`;
-    const body = await this.#raw.send(line, timeoutMs < 0 ? 0 : timeoutMs + 30_000);
+  }
+
+  #pollTimeout(timeoutMs: number): number {
+    return timeoutMs < 0 ? 0 : timeoutMs + 30_000;
+  }
+
+  #parsePoll(line: string, body: string[]): PollEvent[] {
     if (isStatus(body[0]) || body[0] === NOT_RECOGNIZED) throw new BpfdError(line, body);
     const out: PollEvent[] = [];
     for (const l of body) {

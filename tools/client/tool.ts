@@ -58,6 +58,8 @@ export interface ToolConfig {
   rodata?: Record<string, number | bigint | boolean | Uint8Array>;
   /** Load only these programs of the object (default: all). */
   programs?: string[];
+  /** `max_entries` overrides by map name (e.g. a stack map sized by a flag). */
+  maxEntries?: Record<string, number>;
 }
 
 /** A host tool. */
@@ -266,6 +268,7 @@ export async function runTool(def: ToolDef, args: string[] = Deno.args): Promise
     const bundle = await c.loadBundle(up.path, {
       rodata: config.rodata,
       programs: config.programs,
+      maxEntries: config.maxEntries,
     });
     let t0 = performance.now();
     const ctx: ToolContext = {
@@ -296,12 +299,13 @@ export async function runTool(def: ToolDef, args: string[] = Deno.args): Promise
         t0 = performance.now(); // tracing starts now
       },
       pollLoop: async (readers, onSample, timeoutMs = 200) => {
-        while (!ctx.stopped) {
-          for (const ev of await c.poll(timeoutMs, readers)) {
+        // Two polls in flight: the runtime drains the next batch while this side prints.
+        await c.pollStream(timeoutMs, async (events) => {
+          for (const ev of events) {
             if (ev.kind === "lost") ctx.lost += ev.count;
             else await onSample(ev.data, ev);
           }
-        }
+        }, { readers, stop: () => ctx.stopped });
       },
       lost: 0,
       status: (m) => console.error(`${def.name}: ${m}`),

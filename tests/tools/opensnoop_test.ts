@@ -77,3 +77,53 @@ Deno.test("opensnoop tool: a recorded real session replays to the same output", 
   assert.match(r.expected, /^\d+\s+cat\s+-1\s+2 \/tmp\/bpfpack-fixture-no-such-file$/m);
   assert.match(r.stderr, /tracing open\(\) on x86_64/);
 });
+
+/** IDs of the BPF programs loaded on the system now, with their names. */
+async function progIds(): Promise<Map<number, string>> {
+  const r = await new Deno.Command("bpftool", { args: ["-j", "prog", "show"], stdout: "piped" })
+    .output();
+  const list = JSON.parse(new TextDecoder().decode(r.stdout)) as { id: number; name?: string }[];
+  return new Map(list.map((p) => [p.id, p.name ?? ""]));
+}
+
+Deno.test("opensnoop tool: Ctrl-C (SIGINT to the process group) ends it cleanly, nothing left loaded", async () => {
+  const before = await progIds();
+  const bundle = `${await runningBundles()}/opensnoop.oci.tar`;
+  // setsid: the tool and its local runtime get a process group of their own, as in a terminal.
+  const p = new Deno.Command("setsid", {
+    args: [
+      Deno.execPath(),
+      "run",
+      "-A",
+      `${ROOT}/tools/opensnoop/opensnoop.ts`,
+      "--bundle",
+      bundle,
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  const err = p.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("Ctrl-C to end")) {
+    const r = await err.read();
+    if (r.done) break;
+    text += r.value;
+  }
+  const during = await progIds();
+  const mine = [...during].filter(([id, name]) =>
+    !before.has(id) && name.startsWith("tracepoint__")
+  );
+  assert.ok(mine.length >= 2, `the tool's programs are loaded: ${JSON.stringify(mine)}`);
+  const t0 = performance.now();
+  Deno.kill(-p.pid, "SIGINT");
+  const status = await p.status;
+  for (;;) {
+    const r = await err.read();
+    if (r.done) break;
+    text += r.value;
+  }
+  assert.equal(status.code, 0, text);
+  assert.ok(performance.now() - t0 < 5000, "ends within 5 s");
+  const after = await progIds();
+  assert.deepEqual(mine.filter(([id]) => after.has(id)), [], "no program of the tool is left");
+});

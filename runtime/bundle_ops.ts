@@ -94,7 +94,7 @@ export class BundleOps {
 
   /** BUNDLE_LOAD: select, verify, load, register, optionally attach. */
   async load(path: string, opts: string[]): Promise<Body> {
-    const o = options(opts, ["mode", "attach", "programs", "rodata."]);
+    const o = options(opts, ["mode", "attach", "programs", "rodata.", "max."]);
     const mode = (o.get("mode") ?? "auto") as ModePreference;
     if (!["auto", "core", "headers"].includes(mode)) {
       throw new SysError(22, `mode=${mode}: want auto, core or headers`);
@@ -129,6 +129,14 @@ export class BundleOps {
     for (const [k, v] of o) {
       if (k.startsWith("rodata.")) rodata[k.slice(7)] = rodataValue(k.slice(7), v);
     }
+    const maxEntries: Record<string, number> = {};
+    for (const [k, v] of o) {
+      if (!k.startsWith("max.")) continue;
+      if (!/^[0-9]+$/.test(v)) {
+        throw new SysError(22, `${k}=${v.slice(0, 40)}: want a decimal number of entries`);
+      }
+      maxEntries[k.slice(4)] = Number(v);
+    }
     const only = o.get("programs")?.split(",").filter(Boolean);
     const room = this.#s.maxFds - this.#s.size;
     const need = spec.maps.length + spec.programs.length + 1;
@@ -137,6 +145,7 @@ export class BundleOps {
     }
     const loaded = loadObject(spec, {
       rodata,
+      maxEntries,
       programs: only,
       register: (r) => {
         if (r.kind === "map") this.#s.add({ kind: "map", fd: r.fd, info: mapInfo(r.fd) });

@@ -92,6 +92,11 @@ export interface LoadOptions {
   readonly register?: (r: LoadedResource) => void;
   /** Load only these programs (default: all). */
   readonly programs?: readonly string[];
+  /**
+   * `max_entries` overrides by map name, applied when the maps are created (libbpf's
+   * `bpf_map__set_max_entries`), e.g. a tool's `--stack-storage-size`. Not for global data maps.
+   */
+  readonly maxEntries?: Readonly<Record<string, number>>;
   /** Verifier log level on the retry after a failed load (default 1). */
   readonly logLevel?: number;
   /** Verifier log size on that retry (default 1 MiB). */
@@ -424,8 +429,9 @@ export function loadObject(spec: ObjectSpec, options: LoadOptions = {}): LoadedO
         );
       }
     }
+    const sizes = maxEntriesOverrides(spec, options.maxEntries ?? {});
     for (const m of spec.maps) {
-      const lm = createMap(spec, m, btfFd, contents.get(m.name), warnings);
+      const lm = createMap(spec, m, btfFd, contents.get(m.name), warnings, sizes.get(m.name));
       created.push({ kind: "map", fd: lm.fd, name: m.name, type: m.type });
       maps[m.name] = lm;
     }
@@ -460,15 +466,45 @@ export function loadObject(spec: ObjectSpec, options: LoadOptions = {}): LoadedO
   return { source: spec.source, btfFd, maps, programs, warnings };
 }
 
+/** Checks the `maxEntries` overrides against the object's maps. */
+function maxEntriesOverrides(
+  spec: ObjectSpec,
+  sizes: Readonly<Record<string, number>>,
+): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const [name, n] of Object.entries(sizes)) {
+    const m = spec.maps.find((x) => x.name === name);
+    if (!m || m.origin === "data") {
+      const known = spec.maps.filter((x) => x.origin !== "data").map((x) => x.name);
+      throw new ObjectLoadError(
+        22,
+        `${spec.source}: cannot size map ${q(name)}: ${
+          m ? "it holds global data (its size is fixed)" : "no such map"
+        }; sizable maps: ${known.join(", ") || "none"}`,
+      );
+    }
+    if (!Number.isInteger(n) || n < 1 || n > 0xffffffff) {
+      throw new ObjectLoadError(
+        22,
+        `${spec.source}: max_entries of map ${q(name)} must be an integer from 1 to 4294967295, ` +
+          `not ${n}`,
+      );
+    }
+    out.set(name, n);
+  }
+  return out;
+}
+
 function createMap(
   spec: ObjectSpec,
   m: MapSpec,
   btfFd: number | null,
   contents: Uint8Array | undefined,
   warnings: string[],
+  sizeOverride?: number,
 ): LoadedMap {
   const where = `${spec.source}: map ${q(m.name)} (section ${m.section})`;
-  let maxEntries = m.maxEntries;
+  let maxEntries = sizeOverride ?? m.maxEntries;
   if (m.type === MapType.PERF_EVENT_ARRAY && maxEntries === 0) {
     maxEntries = possibleCpus().cpus.length;
   }

@@ -238,3 +238,37 @@ Deno.test("bad bundles: one clear error each, nothing loaded, session still usab
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("BUNDLE_LOAD max.<map>=N sizes a map at load; bad sizes and names are refused", async () => {
+  const globals = await writeTemp(await makeBundle([{ bytes: await compile("globals") }]));
+  const events = await writeTemp(await makeBundle([{ bytes: await compile("events") }]));
+  const c = startBpfd();
+  try {
+    const r = await c.send(`BUNDLE_LOAD ${events} max.opens=77`);
+    assert.equal(r[0], "bundle_load: ret=1", r.join("\n"));
+    const opens = r.find((l) => / opens /.test(l));
+    assert.match(opens ?? "", /^map \d+ opens type=\d+ key=\d+ value=\d+ max=77$/, r.join("\n"));
+    const fd = Number(opens!.split(" ")[1]);
+    assert.match((await c.send("SESSION_FDS")).join("\n"), new RegExp(`\n${fd} map .*max=77`));
+    const g = await c.send(`BUNDLE_LOAD ${globals}`);
+    const data = g.find((l) => /^map \d+ \S*\.(rodata|data|bss)/.test(l));
+    assert.ok(data, `the globals object has a global data map: ${g.join(" | ")}`);
+    const held = await fdsHeld(c);
+    const cases: [string, RegExp][] = [
+      [`${events} max.nosuch=5`, /cannot size map "nosuch": no such map; sizable maps: opens/],
+      [`${events} max.opens=0`, /must be an integer from 1 to 4294967295, not 0/],
+      [`${events} max.opens=12k`, /max\.opens=12k: want a decimal number of entries/],
+      [`${globals} max.${data.split(" ")[2]}=4`, /holds global data \(its size is fixed\)/],
+    ];
+    for (const [args, re] of cases) {
+      const bad = await c.send(`BUNDLE_LOAD ${args}`);
+      assert.equal(errnoOf(bad), 22, `${args}: ${bad.join(" | ")}`);
+      assert.match(bad[1], re, args);
+    }
+    assert.equal(await fdsHeld(c), held, "refused loads hold nothing");
+  } finally {
+    await c.close();
+    await Deno.remove(globals);
+    await Deno.remove(events);
+  }
+});

@@ -60,14 +60,30 @@ export class BundleStore {
     return m[1];
   }
 
-  /** Path of a cached bundle with this digest, or null. */
-  lookup(digest: string): string | null {
-    const p = `${this.dir}/${BundleStore.#hex(digest)}.tar`;
+  /**
+   * The read-only directory of bundles shipped with the runtime:
+   * `bundles/` next to the main module (`deno task compile --bundle` embeds
+   * them there; the offline artifact may hold them in `lib/bundles/`).
+   */
+  static embeddedDir(): string | null {
     try {
-      return Deno.statSync(p).isFile ? p : null;
+      const u = new URL("bundles", Deno.mainModule);
+      return u.protocol === "file:" ? decodeURIComponent(u.pathname) : null;
     } catch {
       return null;
     }
+  }
+
+  /** Path of a cached or embedded bundle with this digest, or null. */
+  lookup(digest: string): string | null {
+    const name = `${BundleStore.#hex(digest)}.tar`;
+    for (const d of [this.dir, BundleStore.embeddedDir()]) {
+      if (d === null) continue;
+      try {
+        if (Deno.statSync(`${d}/${name}`).isFile) return `${d}/${name}`;
+      } catch { /* not there */ }
+    }
+    return null;
   }
 
   /** Starts (or restarts) an upload of `size` bytes. */

@@ -35,7 +35,8 @@ Options:
   --probe-mode  how kprobes/uprobes are made: auto (perf PMU, else tracefs
                 kprobe_events/uprobe_events), pmu, or tracefs
   --cache-dir   where uploaded bundles are kept (default $BPFD_CACHE_DIR,
-                else $TMPDIR/bpfpack-bundles)
+                else $TMPDIR/bpfpack-bundles); bundles/<sha256>.tar next to
+                the main module (embedded by deno task compile) count too
   --version     print the version
   --help        this text`;
 

@@ -226,6 +226,12 @@ export async function bundleRuntime(opts: { minify?: boolean } = {}): Promise<Bu
       );
     }
     await Deno.rename(tmp, path);
+    // Modules of older inputs are never used again.
+    for await (const e of Deno.readDir(CACHE)) {
+      if (/^bpfd-[0-9a-f]{24}(\.min)?\.js$/.test(e.name) && !e.name.includes(digest.slice(0, 24))) {
+        await Deno.remove(`${CACHE}/${e.name}`).catch(() => {});
+      }
+    }
   }
   return { path, bytes: (await Deno.stat(path)).size, digest };
 }

@@ -132,3 +132,28 @@ Deno.test("offline: the bundled module inlines the lazy imports; minified it sti
   assert.equal(new TextDecoder().decode(m.stdout).trim(), `bpfd ${RUNTIME_VERSION}`);
   console.log(`bpfd.js: plain ${plain.bytes} B, minified ${min.bytes} B`);
 });
+
+Deno.test("offline: bundles/<sha256>.tar next to the module are found by BUNDLE_BEGIN (as embedded ones in a compiled bpfd)", async () => {
+  const a = await x86Artifact();
+  const bundle = await Deno.readFile(`${await runningBundles()}/opensnoop.oci.tar`);
+  const hex = new Uint8Array(await crypto.subtle.digest("SHA-256", bundle)).toHex();
+  await Deno.mkdir(`${a.dir}/lib/bundles`, { recursive: true });
+  await Deno.writeFile(`${a.dir}/lib/bundles/${hex}.tar`, bundle);
+  const c = RawClient.spawn([a.launcher, "--cache-dir", `${tmp}/empty-cache`], {
+    stderr: "null",
+    timeoutMs: 60_000,
+  });
+  try {
+    const r = await c.send(`BUNDLE_BEGIN sha256:${hex} ${bundle.length}`);
+    assert.deepEqual(r, ["bundle_begin: ret=0", `have ${a.dir}/lib/bundles/${hex}.tar`]);
+    const l = await c.send(`BUNDLE_LOAD ${r[1].slice(5)}`);
+    assert.match(l[0], /^bundle_load: ret=[1-9]/, l.join("\n"));
+    // Anything else is still uploaded into the cache directory.
+    const other = await c.send(`BUNDLE_BEGIN sha256:${"0".repeat(64)} 10`);
+    assert.deepEqual(other[0], "bundle_begin: ret=0");
+    assert.match(other[1], /^send \d+$/);
+  } finally {
+    assert.equal(await c.close(), 0);
+    await Deno.remove(`${a.dir}/lib/bundles`, { recursive: true });
+  }
+});

@@ -226,9 +226,14 @@ export async function bundleRuntime(opts: { minify?: boolean } = {}): Promise<Bu
       );
     }
     await Deno.rename(tmp, path);
-    // Modules of older inputs are never used again.
+    // Modules of older inputs are not used again; one an hour old is not in
+    // use by a concurrent build either.
     for await (const e of Deno.readDir(CACHE)) {
-      if (/^bpfd-[0-9a-f]{24}(\.min)?\.js$/.test(e.name) && !e.name.includes(digest.slice(0, 24))) {
+      if (!/^bpfd-[0-9a-f]{24}(\.min)?\.js$/.test(e.name) || e.name.includes(digest.slice(0, 24))) {
+        continue;
+      }
+      const st = await Deno.stat(`${CACHE}/${e.name}`).catch(() => null);
+      if (st?.mtime && Date.now() - st.mtime.getTime() > 3600_000) {
         await Deno.remove(`${CACHE}/${e.name}`).catch(() => {});
       }
     }

@@ -34,8 +34,13 @@ import { failure, notRecognized, openFailed, status } from "./protocol/response.
 import type { MapRes, Session } from "./session.ts";
 import { Kallsyms } from "./symbols/kallsyms.ts";
 import * as usym from "./symbols/usym.ts";
+import { matchKernelFunctions } from "./symbols/ksym_match.ts";
 // Types only: the bundle code (loader, OCI reader, zod) is loaded on first use.
 import type { BundleOps } from "./bundle_ops.ts";
+
+/** KSYM_MATCH: names answered when the client gives no max, and the largest max accepted. */
+const KSYM_MATCH_DEFAULT = 1000;
+const KSYM_MATCH_MAX = 100_000;
 
 /** Runtime version reported by HELLO. */
 export const RUNTIME_VERSION = "0.1.0";
@@ -230,6 +235,8 @@ export class Ops {
         return this.openRingBuffer(n(0));
       case "SESSION_FDS":
         return this.sessionFds();
+      case "KSYM_MATCH":
+        return this.ksymMatch(s(0), a.length > 1 ? n(1) : KSYM_MATCH_DEFAULT);
       case "BUNDLE_BEGIN":
         return this.#withBundles((b) => b.begin(s(0), n(1)));
       case "BUNDLE_CHUNK":
@@ -822,6 +829,20 @@ export class Ops {
     const a = this.#kallsyms().resolveName(name);
     if (a === null) return failure(L, 2, `no kernel symbol named ${name}`);
     return [status(L, 0), a.toString()];
+  }
+
+  /** KSYM_MATCH: kernel functions matching a glob (runtime/symbols/ksym_match.ts). */
+  ksymMatch(pattern: string, max: number): Body {
+    const L = "ksym_match";
+    if (max < 0 || max > KSYM_MATCH_MAX) {
+      return failure(L, 22, `max ${max} is out of range: give 0 to ${KSYM_MATCH_MAX}`);
+    }
+    const m = matchKernelFunctions(pattern, max);
+    return [
+      status(L, m.names.length),
+      `source=${m.source} matched=${m.matched} excluded=${m.excluded}`,
+      ...m.names,
+    ];
   }
 
   usymName(pid: number, addr: bigint): Body {

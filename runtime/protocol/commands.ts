@@ -251,6 +251,13 @@ export const COMMANDS: Readonly<Record<string, CommandSpec>> = {
     extension: true,
     help: "every fd this session holds: '<fd> <kind> <description>'",
   },
+  KSYM_MATCH: {
+    args: a("pattern:str"),
+    variadic: "int",
+    label: "ksym_match",
+    extension: true,
+    help: "kernel functions matching a glob (kprobe targets); optional max names (default 1000)",
+  },
 };
 
 /** A parsed argument value. */

@@ -969,6 +969,40 @@ export class BpfdClient {
     return parseSym(body[1], line, body);
   }
 
+  /**
+   * `KSYM_MATCH`: the target's kernel functions matching a glob (`vfs_*`), sorted, at most
+   * `max`; `matched` is how many there are in all (more than `names.length` when truncated) and
+   * `excluded` how many were left out as kprobe-blacklisted.
+   */
+  async ksymMatch(
+    pattern: string,
+    max = 1000,
+  ): Promise<{ source: string; matched: number; excluded: number; names: string[] }> {
+    if (/\s/.test(pattern) || pattern === "") {
+      throw new Error(`pattern ${JSON.stringify(pattern)} is empty or contains white space`);
+    }
+    if (!this.hasCommand("KSYM_MATCH")) {
+      throw new Error(
+        "the target's runtime has no KSYM_MATCH (an original BPFd or an older bpfd): " +
+          "update bpfd on the target",
+      );
+    }
+    const line = `KSYM_MATCH ${pattern} ${max}`;
+    const body = await this.command(line);
+    const n = this.#retOf(line, body);
+    const meta = fieldsOf((body[1] ?? "").split(" "));
+    const names = body.slice(2);
+    if (meta.matched === undefined || names.length !== n) {
+      throw new ProtocolError(line, body, "expected source=… matched=… then ret= names");
+    }
+    return {
+      source: meta.source ?? "",
+      matched: Number(meta.matched),
+      excluded: Number(meta.excluded ?? 0),
+      names,
+    };
+  }
+
   /** The address of kernel symbol `name`, or null. */
   async ksymAddr(name: string): Promise<bigint | null> {
     return await this.#addr(`GET_KSYM_ADDR ${name}`);

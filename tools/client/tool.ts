@@ -372,16 +372,19 @@ export function log2Histogram(counts: ArrayLike<number | bigint>, unit: string):
   const n = Array.from(counts, Number);
   let last = n.length - 1;
   while (last >= 0 && n[last] === 0) last--;
-  if (last < 0) return `     ${unit.padStart(19)} : count     distribution\n(no events)`;
+  // BCC's layout: "%10d -> %-10d : %-8d |%-40s|" (widths 20 past 32 buckets), stars truncated.
+  const w = last > 32 ? 20 : 10;
+  const header = `${" ".repeat(w - 5)}${unit.padEnd(w + 9)} : count     distribution`;
+  if (last < 0) return `${header}\n(no events)`;
   const max = Math.max(...n);
   const width = 40;
-  const rows = [`     ${unit.padStart(19)} : count     distribution`];
+  const rows = [header];
   for (let i = 0; i <= last; i++) {
     const low = i === 0 ? 0 : 2 ** i;
     const high = 2 ** (i + 1) - 1;
-    const stars = max ? Math.round((n[i] * width) / max) : 0;
+    const stars = max ? Math.floor((n[i] * width) / max) : 0;
     rows.push(
-      `${String(low).padStart(10)} -> ${String(high).padEnd(10)}: ${String(n[i]).padEnd(9)}|${
+      `${String(low).padStart(w)} -> ${String(high).padEnd(w)} : ${String(n[i]).padEnd(8)} |${
         "*".repeat(stars).padEnd(width)
       }|`,
     );

@@ -27,8 +27,15 @@
  */
 
 import { parseArgs } from "../../artifacts/cli.ts";
-import { BpfdClient, type LoadedBundle, type PollEvent, type Reader } from "./client.ts";
+import {
+  BpfdClient,
+  type LoadedBundle,
+  type PollEvent,
+  type Reader,
+  type TargetFacts,
+} from "./client.ts";
 import { connectRemote, parseRemote } from "../transport/remote.ts";
+import { TransportError } from "../transport/channel.ts";
 import { buildBundles } from "./bundle_build.ts";
 import { Recorder } from "../replay/transcript.ts";
 
@@ -54,8 +61,13 @@ export class UsageError extends Error {
 
 /** What a tool's {@link ToolDef.configure} returns. */
 export interface ToolConfig {
-  /** `.rodata` values set at load (filters and switches of the BPF side). */
-  rodata?: Record<string, number | bigint | boolean | Uint8Array>;
+  /**
+   * `.rodata` values set at load (filters and switches of the BPF side); a function when they
+   * depend on the target (e.g. a syscall number of its arch), called after HELLO.
+   */
+  rodata?:
+    | Record<string, number | bigint | boolean | Uint8Array>
+    | ((facts: TargetFacts) => Record<string, number | bigint | boolean | Uint8Array>);
   /** Load only these programs of the object (default: all). */
   programs?: string[];
   /** `max_entries` overrides by map name (e.g. a stack map sized by a flag). */
@@ -263,10 +275,10 @@ export async function runTool(def: ToolDef, args: string[] = Deno.args): Promise
     });
     client = new BpfdClient(raw, { clientName: `${def.name} 0.1.0` });
     const c = client;
-    await c.hello();
+    const facts = await c.hello();
     const up = await c.uploadBundle(bundlePath);
     const bundle = await c.loadBundle(up.path, {
-      rodata: config.rodata,
+      rodata: typeof config.rodata === "function" ? config.rodata(facts) : config.rodata,
       programs: config.programs,
       maxEntries: config.maxEntries,
     });
@@ -314,9 +326,13 @@ export async function runTool(def: ToolDef, args: string[] = Deno.args): Promise
     await def.run(ctx);
     lostTotal = ctx.lost;
   } catch (e) {
-    const msg = (e as Error).message;
-    console.error(`${def.name}: ${msg}`);
-    status = e instanceof UsageError ? 2 : 1;
+    if (stopRequested && e instanceof TransportError && e.failure === "exited") {
+      // Ctrl-C in a terminal reaches a local runtime too (same process group): it tore its
+      // session down and exited on the signal, which is a clean end, not a failure.
+    } else {
+      console.error(`${def.name}: ${(e as Error).message}`);
+      status = e instanceof UsageError ? 2 : 1;
+    }
   } finally {
     Deno.removeSignalListener("SIGINT", onSignal);
     Deno.removeSignalListener("SIGTERM", onSignal);
@@ -324,8 +340,10 @@ export async function runTool(def: ToolDef, args: string[] = Deno.args): Promise
       try {
         await client.close(); // the runtime detaches and closes everything it created
       } catch (e) {
-        console.error(`${def.name}: closing the session: ${(e as Error).message}`);
-        status ||= 1;
+        if (!(stopRequested && e instanceof TransportError && e.failure === "exited")) {
+          console.error(`${def.name}: closing the session: ${(e as Error).message}`);
+          status ||= 1;
+        }
       }
     }
     if (lostTotal) {

@@ -886,8 +886,12 @@ export class BpfdClient {
       while (inFlight > 0) {
         const body = await this.#raw.readResponse(this.#pollTimeout(timeoutMs));
         inFlight--;
-        if (!opts.stop()) send();
-        await onEvents(this.#parsePoll(line, body));
+        const events = this.#parsePoll(line, body);
+        // `depth` polls while events flow; one when idle: a poll returns at once while another
+        // command waits behind it (docs/protocol.md §4.5), so idle polls in pairs would spin.
+        const want = events.length ? depth : 1;
+        while (inFlight < want && !opts.stop()) send();
+        await onEvents(events);
       }
     } finally {
       await Promise.allSettled(writes);

@@ -15,7 +15,10 @@ DENO_VERSION=2.9.5
 #   xz-utils zstd            kernel image payloads (BTF extraction)
 #   openssh-server           sshd for the ssh transport tests (a real sshd on 127.0.0.1)
 #   openssh-client           ssh, the ssh transport's client
-APT_PACKAGES=(gcc libc6-dev clang-19 llvm-19 bpftool libbpf-dev skopeo xz-utils zstd openssh-server openssh-client)
+#   qemu-system-arm          the VM lab's arm64 guests (tests/vm/, Debian cloud kernels, TCG)
+#   qemu-system-x86          the VM lab's x86_64 guests
+#   cpio                     the VM lab's initramfs archives
+APT_PACKAGES=(gcc libc6-dev clang-19 llvm-19 bpftool libbpf-dev skopeo xz-utils zstd openssh-server openssh-client qemu-system-arm qemu-system-x86 cpio)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 

@@ -264,6 +264,32 @@ async function currentAbi(
   return { abi, metaName, metaVersion: meta.version };
 }
 
+/**
+ * Download (or reuse) the candidate versions `infos` (from {@link showPackages} in `apt`) into
+ * `<cacheDir>/debs`, each checked against the archive's sha256, exactly as the kernel inputs
+ * are fetched; returns the .deb paths in the order asked. `series` picks the suite apt prefers
+ * (use the series whose lists `infos` came from). For callers that need more of a Debian kernel
+ * than its headers and BTF, e.g. the VM lab's kernel image and guest userland.
+ *
+ * @example
+ * ```ts
+ * import { openAptState, showPackages } from "./apt.ts";
+ * import { fetchPackages } from "./debian.ts";
+ * const apt = await openAptState("/work/main/.cache/kernels", "arm64");
+ * const infos = [...(await showPackages(apt, ["busybox-static"])).values()];
+ * const [deb] = await fetchPackages(apt, infos, { cacheDir: "/work/main/.cache/vm", series: "6.1" });
+ * ```
+ */
+export function fetchPackages(
+  apt: AptState,
+  infos: PackageInfo[],
+  opts: { cacheDir: string; series: DebianSeries; onProgress?: (msg: string) => void },
+): Promise<string[]> {
+  const arch: Arch = apt.debArch === "arm64" ? "aarch64" : "x86_64";
+  const say: Say = (m) => opts.onProgress?.(m);
+  return fetchDebs({ apt, cacheDir: opts.cacheDir, series: opts.series, arch, say }, infos);
+}
+
 /** Download (or reuse from `<cacheDir>/debs`) packages; checks the archive's sha256. */
 async function fetchDebs(ctx: Ctx, infos: PackageInfo[]): Promise<string[]> {
   // One downloader at a time: arm64 and amd64 resolves share the `_all` .debs.

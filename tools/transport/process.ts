@@ -43,6 +43,13 @@ export interface SpawnOptions {
   onStderr?: (text: string) => void;
   /** What to say when the program is missing (e.g. how to install it). */
   missingHint?: string;
+  /**
+   * Start the child in a session of its own (default true), so a terminal's Ctrl-C reaches only
+   * the tool: the tool then reads its final maps and ends the session itself. The child still
+   * ends when the tool dies (EOF on its stdin). Turn off for a child that must prompt on the
+   * terminal (e.g. ssh asking for a password).
+   */
+  ownSession?: boolean;
 }
 
 /**
@@ -81,6 +88,7 @@ export function spawnChannel(argv: string[], opts: SpawnOptions = {}): Channel {
       stderr: "piped",
       env: opts.env,
       cwd: opts.cwd,
+      detached: opts.ownSession ?? true,
     }).spawn();
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {

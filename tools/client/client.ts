@@ -874,11 +874,10 @@ export class BpfdClient {
     const line = this.#pollLine(timeoutMs, opts.readers);
     const depth = Math.max(1, opts.depth ?? 2);
     let inFlight = 0;
-    const writes: Promise<void>[] = [];
+    let lastWrite: Promise<void> = Promise.resolve(); // writes complete in order
     const send = () => {
-      const w = this.#raw.write(line);
-      w.catch(() => {}); // a dead far side is reported by the read
-      writes.push(w);
+      lastWrite = this.#raw.write(line);
+      lastWrite.catch(() => {}); // a dead far side is reported by the read
       inFlight++;
     };
     try {
@@ -894,7 +893,7 @@ export class BpfdClient {
         await onEvents(events);
       }
     } finally {
-      await Promise.allSettled(writes);
+      await lastWrite.catch(() => {});
     }
   }
 

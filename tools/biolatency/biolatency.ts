@@ -218,6 +218,15 @@ export function parseIntervalCount(positionals: string[]): { interval: number; c
   };
 }
 
+/** The target and the object loaded on it: `x86_64 6.1.0-56-cloud-amd64 (core object built for …)`. */
+function target(ctx: ToolContext): string {
+  const o = ctx.bundle.object;
+  const release = ctx.client.facts?.release ?? o.release;
+  return `${o.arch} ${release} (${o.mode} object${
+    release === o.release ? "" : ` built for ${o.release}`
+  })`;
+}
+
 /** Local time as BCC's `-T` prints it (`%H:%M:%S`). */
 function clock(): string {
   const d = new Date();
@@ -300,9 +309,8 @@ histogram: {"interval":1,"unit":"usecs","total":N,"buckets":[{"low":0,"high":1,"
   async run(ctx) {
     const { interval, count } = parseIntervalCount(ctx.positionals);
     await ctx.attachAll();
-    const o = ctx.bundle.object;
     ctx.status(
-      `tracing block device I/O on ${o.arch} ${o.release} (${o.mode} object)` +
+      `tracing block device I/O on ${target(ctx)}` +
         `${ctx.durationMs ? ` for ${ctx.durationMs / 1000} s` : ""}; Ctrl-C to end`,
     );
     for (let n = 1;; n++) {

@@ -9,11 +9,25 @@
  * Needs kprobes on the target (`CONFIG_KPROBES`) and Linux 5.15+ (`bpf_get_func_ip` in kprobe
  * programs).
  *
+ * In the qemu VM lab (tests/vm/lab.ts), in one process: boot, then run the tool on the VM's
+ * `qemu:` hook with a bundle built for that guest's kernel (headers and core objects):
+ *
+ * ```ts
+ * // deno task build --kernel debian:6.1:aarch64 --tool funccount --out out/vm
+ * import { bootVm } from "../../tests/vm/lab.ts";
+ * import { runFunccount } from "./funccount.ts";
+ * const vm = await bootVm({ arch: "aarch64", series: "6.1" });
+ * const code = await runFunccount([
+ *   "--remote", vm.remote, "--bundle", "out/vm/funccount.oci.tar", "-d", "2", "vfs_read*",
+ * ]); // 0; stdout: FUNC/COUNT rows incl. vfs_read (use --json to parse them)
+ * await vm.shutdown();
+ * ```
+ *
  * @example
  * ```sh
  * deno run -A tools/funccount/funccount.ts -d 5 'vfs_*'
- * deno run -A tools/funccount/funccount.ts --remote qemu:debian-6.12-arm64 \
- *   --bundle out/bundles/funccount.oci.tar -i 1 -d 3 'vfs_read*'
+ * deno run -A tools/funccount/funccount.ts --remote ssh:root@board \
+ *   --kernel debian:6.12:aarch64 -i 1 -d 3 'vfs_read*'
  * ```
  * @module
  */
@@ -127,6 +141,15 @@ export function formatCounts(rows: FuncCount[]): string[] {
 export function lacksKprobes(facts: TargetFacts | null): boolean {
   if (!facts || facts.protocol < 2) return false;
   return facts.features.kprobe_pmu === false && facts.features.kprobe_events === false;
+}
+
+/** The target and the object loaded on it: `x86_64 6.1.0-56-cloud-amd64 (core object built for …)`. */
+function target(ctx: ToolContext): string {
+  const o = ctx.bundle.object;
+  const release = ctx.client.facts?.release ?? o.release;
+  return `${o.arch} ${release} (${o.mode} object${
+    release === o.release ? "" : ` built for ${o.release}`
+  })`;
 }
 
 /** Local time as BCC's `-T` prints it (`%H:%M:%S`). */
@@ -249,11 +272,9 @@ ones are skipped). Columns: FUNC COUNT, ascending by count. --json prints one ob
           "counting the others",
       );
     }
-    const o = ctx.bundle.object;
     const traced = match.names.length - failed.length;
     ctx.status(
-      `tracing ${traced} functions for ${JSON.stringify(pattern)}${excluded} on ${o.arch} ` +
-        `${o.release} (${o.mode} object)` +
+      `tracing ${traced} functions for ${JSON.stringify(pattern)}${excluded} on ${target(ctx)}` +
         `${ctx.durationMs ? ` for ${ctx.durationMs / 1000} s` : ""}; Ctrl-C to end`,
     );
     const interval = intFlag(ctx.values, "interval") ?? 0;

@@ -116,6 +116,8 @@ export interface ToolContext {
   readonly stopped: boolean;
   /** Sleeps `ms`, returning early when the tool is stopped. */
   wait(ms: number): Promise<void>;
+  /** Restarts the clock of `-d` (tools that attach by themselves call it once attached). */
+  startClock(): void;
   /** Attaches every loaded program by its section; `optional(name)` programs may fail. */
   attachAll(opts?: { optional?: (prog: string) => boolean }): Promise<void>;
   /**
@@ -299,6 +301,9 @@ export async function runTool(def: ToolDef, args: string[] = Deno.args): Promise
         while (!ctx.stopped && performance.now() < end) {
           await new Promise((r) => setTimeout(r, Math.min(100, end - performance.now())));
         }
+      },
+      startClock: () => {
+        t0 = performance.now();
       },
       attachAll: async (opts = {}) => {
         for (const p of bundle.progs.values()) {

@@ -259,6 +259,7 @@ ones are skipped). Columns: FUNC COUNT, ascending by count. --json prints one ob
       );
     }
     const failed = await attachEach(ctx, prog.fd, match.names);
+    ctx.startClock(); // -d counts from the moment every probe is in place
     if (failed.length === match.names.length) {
       throw new Error(
         `could not probe any of the ${failed.length} matching functions: ` +

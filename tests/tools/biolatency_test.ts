@@ -2,7 +2,6 @@
 // device of this kernel (O_DIRECT writes go through the block layer as one request each), then a
 // recorded real session replayed to the same output.
 import assert from "../support/assert.ts";
-import { ROOT } from "../support/bpfd.ts";
 import { buildRunningBundles } from "../../tools/client/bundle_build.ts";
 import { log2Histogram } from "../../tools/client/tool.ts";
 import {
@@ -13,6 +12,7 @@ import {
   parseIntervalCount,
 } from "../../tools/biolatency/biolatency.ts";
 import { replayFixture } from "./fixtures/record.ts";
+import { runToolCli } from "./run_tool.ts";
 
 /** A BCC histogram row: `%10d -> %-10d : %-8d |%-40s|`. */
 const ROW = /^ *(\d+) -> (\d+) +: (\d+) +\|([* ]{40})\|$/;
@@ -127,33 +127,11 @@ async function directWrites(dev: string, count: number): Promise<void> {
   assert.ok(r.success, new TextDecoder().decode(r.stderr));
 }
 
-/** Runs the tool until it says it traces, calls `act`, and returns its output and status. */
+/** Runs biolatency until it traces, calls `act`, and returns its output and status. */
 async function runBiolatency(args: string[], act: () => Promise<void>) {
-  const p = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "-A",
-      `${ROOT}/tools/biolatency/biolatency.ts`,
-      "--bundle",
-      await biolatencyBundle(),
-      ...args,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const err = p.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("Ctrl-C to end")) {
-    const r = await err.read();
-    if (r.done) break;
-    text += r.value;
-  }
-  assert.match(text, /tracing block device I\/O on/, text);
-  await act();
-  const [out, status] = await Promise.all([new Response(p.stdout).text(), p.status]);
-  err.releaseLock();
-  await p.stderr.cancel().catch(() => {});
-  return { out, code: status.code };
+  const r = await runToolCli("biolatency", ["--bundle", await biolatencyBundle(), ...args], act);
+  assert.match(r.stderr, /tracing block device I\/O on/, r.stderr);
+  return { out: r.stdout, code: r.code };
 }
 
 const IOS = 64;

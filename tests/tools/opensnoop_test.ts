@@ -4,28 +4,14 @@ import { ROOT } from "../support/bpfd.ts";
 import { runningBundles } from "../support/bundles.ts";
 import { decodeOpenEvent } from "../../tools/opensnoop/opensnoop.ts";
 import { replayFixture } from "./fixtures/record.ts";
+import { runToolCli } from "./run_tool.ts";
 
-/** Runs the tool until its ready line, calls `act`, and returns its stdout lines and exit code. */
+/** Runs opensnoop (bundle for this kernel) until ready, calls `act`; returns its lines and code. */
 async function runTool(args: string[], act: () => Promise<void>) {
   const bundle = `${await runningBundles()}/opensnoop.oci.tar`;
-  const p = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", `${ROOT}/tools/opensnoop/opensnoop.ts`, "--bundle", bundle, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const err = p.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  let text = "";
-  while (!text.includes("Ctrl-C to end")) {
-    const r = await err.read();
-    if (r.done) break;
-    text += r.value;
-  }
-  assert.match(text, /tracing open\(\) on/, text);
-  await act();
-  const [out, status] = await Promise.all([new Response(p.stdout).text(), p.status]);
-  err.releaseLock();
-  await p.stderr.cancel().catch(() => {});
-  return { lines: out.split("\n").filter(Boolean), code: status.code };
+  const r = await runToolCli("opensnoop", ["--bundle", bundle, ...args], act);
+  assert.match(r.stderr, /tracing open\(\) on/, r.stderr);
+  return { lines: r.stdout.split("\n").filter(Boolean), code: r.code };
 }
 
 Deno.test("opensnoop tool: --json shows the test's open with pid and fd; -x keeps failures", async () => {

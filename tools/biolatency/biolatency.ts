@@ -14,7 +14,9 @@
  */
 
 import {
+  clockHMS,
   cstr,
+  describeTarget,
   log2Histogram,
   runToolMain,
   type ToolContext,
@@ -218,22 +220,6 @@ export function parseIntervalCount(positionals: string[]): { interval: number; c
   };
 }
 
-/** The target and the object loaded on it: `x86_64 6.1.0-56-cloud-amd64 (core object built for …)`. */
-function target(ctx: ToolContext): string {
-  const o = ctx.bundle.object;
-  const release = ctx.client.facts?.release ?? o.release;
-  return `${o.arch} ${release} (${o.mode} object${
-    release === o.release ? "" : ` built for ${o.release}`
-  })`;
-}
-
-/** Local time as BCC's `-T` prints it (`%H:%M:%S`). */
-function clock(): string {
-  const d = new Date();
-  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0"))
-    .join(":");
-}
-
 /** Dumps `hists`, optionally clears it, and prints one interval. */
 async function report(ctx: ToolContext, clear: boolean, n: number): Promise<void> {
   const m = ctx.bundle.maps.get("hists");
@@ -246,7 +232,7 @@ async function report(ctx: ToolContext, clear: boolean, n: number): Promise<void
     perDisk: ctx.values.disks === true,
     perFlag: ctx.values.flags === true,
   };
-  const stamp = ctx.values.timestamp === true ? clock() : null;
+  const stamp = ctx.values.timestamp === true ? clockHMS() : null;
   if (ctx.json) {
     for (const h of sortHistograms(hs)) {
       ctx.print(JSON.stringify({
@@ -310,7 +296,7 @@ histogram: {"interval":1,"unit":"usecs","total":N,"buckets":[{"low":0,"high":1,"
     const { interval, count } = parseIntervalCount(ctx.positionals);
     await ctx.attachAll();
     ctx.status(
-      `tracing block device I/O on ${target(ctx)}` +
+      `tracing block device I/O on ${describeTarget(ctx)}` +
         `${ctx.durationMs ? ` for ${ctx.durationMs / 1000} s` : ""}; Ctrl-C to end`,
     );
     for (let n = 1;; n++) {

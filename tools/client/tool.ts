@@ -414,3 +414,29 @@ export function log2Histogram(counts: ArrayLike<number | bigint>, unit: string):
   }
   return rows.join("\n");
 }
+
+/**
+ * The target and the object loaded on it, for status lines:
+ * `x86_64 6.1.0-56-cloud-amd64 (core object built for 6.1.0-56-cloud-amd64)`.
+ */
+export function describeTarget(ctx: Pick<ToolContext, "bundle" | "client">): string {
+  const o = ctx.bundle.object;
+  const release = ctx.client.facts?.release ?? o.release;
+  return `${o.arch} ${release} (${o.mode} object${
+    release === o.release ? "" : ` built for ${o.release}`
+  })`;
+}
+
+/**
+ * Local time as BCC's `-T` prints it (`%H:%M:%S`).
+ *
+ * @example
+ * ```ts
+ * import { clockHMS } from "./tool.ts";
+ * console.log(clockHMS(new Date(2026, 0, 1, 9, 5, 7))); // 09:05:07
+ * ```
+ */
+export function clockHMS(d: Date = new Date()): string {
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0"))
+    .join(":");
+}

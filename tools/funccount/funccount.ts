@@ -34,6 +34,8 @@
 
 import { BpfdError, type Sym, type TargetFacts } from "../client/client.ts";
 import {
+  clockHMS,
+  describeTarget,
   intFlag,
   runTool,
   runToolMain,
@@ -143,22 +145,6 @@ export function lacksKprobes(facts: TargetFacts | null): boolean {
   return facts.features.kprobe_pmu === false && facts.features.kprobe_events === false;
 }
 
-/** The target and the object loaded on it: `x86_64 6.1.0-56-cloud-amd64 (core object built for …)`. */
-function target(ctx: ToolContext): string {
-  const o = ctx.bundle.object;
-  const release = ctx.client.facts?.release ?? o.release;
-  return `${o.arch} ${release} (${o.mode} object${
-    release === o.release ? "" : ` built for ${o.release}`
-  })`;
-}
-
-/** Local time as BCC's `-T` prints it (`%H:%M:%S`). */
-function clock(): string {
-  const d = new Date();
-  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0"))
-    .join(":");
-}
-
 /** Attaches `progFd` to each of `names` in one pipelined round trip; returns the failures. */
 async function attachEach(
   ctx: ToolContext,
@@ -188,7 +174,7 @@ async function report(ctx: ToolContext, clear: boolean, n: number): Promise<void
   });
   const syms = await ctx.client.ksyms(raw.map((r) => r.addr));
   const rows = countsByName(raw, syms);
-  const stamp = ctx.values.timestamp === true ? clock() : null;
+  const stamp = ctx.values.timestamp === true ? clockHMS() : null;
   if (ctx.json) {
     ctx.print(JSON.stringify({
       interval: n,
@@ -275,7 +261,9 @@ ones are skipped). Columns: FUNC COUNT, ascending by count. --json prints one ob
     }
     const traced = match.names.length - failed.length;
     ctx.status(
-      `tracing ${traced} functions for ${JSON.stringify(pattern)}${excluded} on ${target(ctx)}` +
+      `tracing ${traced} functions for ${JSON.stringify(pattern)}${excluded} on ${
+        describeTarget(ctx)
+      }` +
         `${ctx.durationMs ? ` for ${ctx.durationMs / 1000} s` : ""}; Ctrl-C to end`,
     );
     const interval = intFlag(ctx.values, "interval") ?? 0;

@@ -11,7 +11,7 @@
  *   (`cpio -H newc | gzip -1`). Per-run files go into a second, small archive (see lab.ts).
  *
  * ```
- * .cache/vm/debs/                          .debs (sha256-checked; image .debs dropped once used)
+ * .cache/vm/<amd64|arm64>/debs/           .debs (sha256-checked; image .debs dropped once used)
  * .cache/vm/kernels/<arch>/<abi>/vmlinuz   kernel.json (stamp, written last)
  * .cache/vm/kernels/<arch>/<abi>/modules/  *.ko
  * .cache/vm/userland/<arch>/               busybox + glibc set, userland.json
@@ -40,7 +40,7 @@ import {
   writeFileAtomic,
 } from "../../compiler/kernels/fs_util.ts";
 import { defaultCacheDir } from "../../compiler/kernels/mod.ts";
-import { vmCacheDir } from "./runtime_assets.ts";
+import { fileDigest, vmCacheDir } from "./runtime_assets.ts";
 
 /** A guest architecture (`uname -m`). */
 export type VmArch = "x86_64" | "aarch64";
@@ -109,6 +109,14 @@ function mb(n: number): string {
   return `${(n / 1e6).toFixed(1)} MB`;
 }
 
+/**
+ * Where .debs of one arch are kept (`<dir>/debs`): per arch, since a package's file name
+ * prefix `<name>_<version>_` is the same on every arch.
+ */
+function debsDir(arch: VmArch): string {
+  return `${vmCacheDir()}/${archInfo(arch).debArch}`;
+}
+
 const norm = (name: string) => name.replaceAll("-", "_");
 
 /** `name=` and `depends=` of a module's `.modinfo` (NUL-separated `key=value` strings). */
@@ -120,6 +128,18 @@ function modinfo(bytes: Uint8Array): { name?: string; depends: string[] } {
   };
   const deps = field("depends") ?? "";
   return { name: field("name"), depends: deps.split(",").map((d) => d.trim()).filter(Boolean) };
+}
+
+/** Busybox insmod takes plain `.ko` files: unpacks `.ko.xz`/`.ko.zst`/`.ko.gz` (6.12 ships xz). */
+async function decompressModule(file: string): Promise<string> {
+  const m = /^(.*\.ko)\.(xz|zst|gz)$/.exec(file);
+  if (!m) return file;
+  const tool = { xz: "xz", zst: "zstd", gz: "gzip" }[m[2]]!;
+  const r = await run(tool, ["-d", "-f", "-q", file], { allowFailure: true }).catch((e) => {
+    throw new Error(`${tool} -d ${file}: ${(e as Error).message}; run scripts/setup.sh`);
+  });
+  if (r.code !== 0) throw new Error(`${tool} -d ${file} failed: ${r.stderr.trim()}`);
+  return m[1];
 }
 
 /**
@@ -154,15 +174,10 @@ async function resolveModules(modDir: string, wanted: string[]): Promise<string[
           `in ${modDir}: the kernel package layout changed; update WANTED in tests/vm/kernel_assets.ts`,
       );
     }
-    if (!file.endsWith(".ko")) {
-      throw new Error(
-        `${file} is compressed; busybox insmod needs plain .ko files: teach ` +
-          "tests/vm/kernel_assets.ts to decompress it",
-      );
-    }
     seen.add(n);
-    for (const d of modinfo(await Deno.readFile(file)).depends) await visit(d, [...chain, n]);
-    order.push(file);
+    const plain = await decompressModule(file);
+    for (const d of modinfo(await Deno.readFile(plain)).depends) await visit(d, [...chain, n]);
+    order.push(plain);
   };
   for (const w of wanted) await visit(w, []);
   return order;
@@ -233,7 +248,7 @@ export async function guestKernel(
     }
     say(`kernel image ${image.name} ${image.version} (${mb(image.size)})`);
     const [deb] = await fetchPackages(apt, [image], {
-      cacheDir: vmCacheDir(),
+      cacheDir: debsDir(arch),
       series,
       onProgress: say,
     });
@@ -289,7 +304,7 @@ async function guestUserland(arch: VmArch, say: (m: string) => void): Promise<st
     });
     say(`userland ${infos.map((i) => `${i.name} ${i.version}`).join(", ")}`);
     const debs = await fetchPackages(apt, infos, {
-      cacheDir: vmCacheDir(),
+      cacheDir: debsDir(arch),
       series: "6.1", // bookworm's userland for every kernel
       onProgress: say,
     });
@@ -350,13 +365,12 @@ export async function baseInitramfs(
 ): Promise<BaseInitramfs> {
   const say = (m: string) => opts.onProgress?.(`${kernel.series} ${kernel.arch}: ${m}`);
   const userland = await guestUserland(kernel.arch, say);
-  const st = await Deno.stat(deno);
   const key = [
     "bpfpack.vm.base.v1",
     await Deno.readTextFile(`${userland}/userland.json`),
     kernel.release,
     kernel.modules.map((m) => m.replace(/^.*\//, "")).join(","),
-    `deno ${st.size} ${st.mtime?.getTime()}`,
+    `deno ${await fileDigest(deno)}`,
   ].join("\n");
   const path = `${kernel.dir}/base.cpio.gz`;
   const stampPath = `${kernel.dir}/base.json`;

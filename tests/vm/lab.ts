@@ -76,7 +76,10 @@ const MACHINE: Record<VmArch, {
   },
   x86_64: {
     qemu: "qemu-system-x86_64",
-    machine: ["-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "max"],
+    // cx16=off: qemu 7.2's TCG corrupts EFLAGS on `cmpxchg16b %gs:(…)` under thread=multi
+    // (SLUB's per-CPU fast path): half of the 6.12 boots died in kmem_cache_alloc with a
+    // double fault. Without CX16 the kernel takes its locked path; 6/6 boots were clean.
+    machine: ["-M", "q35", "-accel", "tcg,thread=multi", "-cpu", "max,cx16=off"],
     console: "ttyS0",
     serialBus: "virtio-serial-pci",
     rng: "virtio-rng-pci",
@@ -498,7 +501,7 @@ export async function prepareVm(
 ): Promise<PreparedVm> {
   const say = opts.onProgress ?? defaultProgress;
   const kernel = await guestKernel(opts.arch, opts.series, { onProgress: say });
-  const runtime = await guestRuntime(opts.arch, { onProgress: say });
+  const runtime = await guestRuntime(opts.arch);
   const base = await baseInitramfs(kernel, runtime.deno, { onProgress: say });
   const files = [
     `${GUEST}/init.sh`,
@@ -732,6 +735,23 @@ export class Vm {
       timeoutMs: 120_000,
       ...opts,
     });
+  }
+
+  /**
+   * Makes the next session's bpfd run with extra arguments (e.g. `["--probe-mode", "tracefs"]`).
+   * The guest starts each bpfd as soon as the previous one ends, so the one already waiting is
+   * used up by an empty session first; the arguments apply to that one next session only.
+   */
+  async nextSessionArgs(args: string[]): Promise<void> {
+    // /init splits the file on blanks (no quoting): plain words only.
+    const bad = args.find((a) => !/^[A-Za-z0-9_.,=:/+-]+$/.test(a));
+    if (bad !== undefined) {
+      throw new Error(`nextSessionArgs: ${JSON.stringify(bad)} is not a plain word`);
+    }
+    const r = await this.sh(`echo ${args.join(" ")} >/run/bpfd.args`);
+    if (r.code !== 0) throw new Error(`${this.name}: cannot write /run/bpfd.args: ${r.out}`);
+    const c = await this.connect();
+    await c.close();
   }
 
   /**

@@ -1,0 +1,4 @@
+// The VM lab on Debian 6.1 x86_64 (cloud kernel, qemu TCG): see suite.ts for what is tested.
+import { vmSuite } from "./suite.ts";
+
+await vmSuite("x86_64", "6.1");

@@ -11,7 +11,9 @@
  *   lines for the host ({@link Vm.sh}) so tests act in the guest while bpfd traces them.
  * - The kernel console goes to `console.log` in the run directory; its tail is in every error.
  * - qemu runs under `timeout -k 5 <hard limit>`; {@link Vm.shutdown} powers the guest off and
- *   makes sure qemu is gone (and an `unload` handler kills it if the process ends first).
+ *   makes sure qemu is gone. If this process ends first, an `unload` handler kills qemu, and
+ *   should even that not run (SIGKILL), the guest agent sees the act socket close and powers
+ *   the guest off, so no qemu outlives its host process by more than a moment.
  *
  * @example
  * ```ts
@@ -713,6 +715,12 @@ export class Vm {
     }
     this.timings.boot = performance.now() - t0;
     this.#agent = await ActAgent.connect(`${this.runDir}/act.sock`, Date.now() + 10_000);
+    // The first request also arms the guest's watchdog: once the agent has heard from this
+    // process, losing the connection (this process died) powers the guest off.
+    const ping = await this.sh("echo ready", { timeoutMs: 30_000 });
+    if (ping.out.trim() !== "ready") {
+      throw new Error(`${this.name}: the guest agent answered ${JSON.stringify(ping.out)}`);
+    }
   }
 
   /**

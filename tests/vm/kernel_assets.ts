@@ -16,6 +16,11 @@
  * .cache/vm/kernels/<arch>/<abi>/modules/  *.ko
  * .cache/vm/userland/<arch>/               busybox + glibc set, userland.json
  * .cache/vm/kernels/<arch>/<abi>/base.cpio.gz  base.json
+ * .cache/vm/project/project-<digest>.cpio.gz  /init, agent, bpfd.js, launcher (lab.ts)
+ * .cache/vm/runtime/<arch>/                scripts/offline.ts's artifact (runtime_assets.ts)
+ * .cache/vm/bundles/<arch>-<series>/       tool bundles (bundles.ts)
+ * .cache/vm/run/<arch>-<series>-<pid>-<n>/ one boot: initrd.gz, console.log, act.sock
+ * .cache/vm/run-<arch>-<series>.sh         launcher scripts (lab.ts writeLauncher)
  * ```
  *
  * @example

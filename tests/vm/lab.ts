@@ -39,7 +39,13 @@ import {
   type ConnectOptions,
   type ExitInfo,
 } from "../../tools/transport/channel.ts";
-import { qemuTransport, registerQemuHook, unregisterQemuHook } from "../../tools/transport/qemu.ts";
+import {
+  type QemuHook,
+  qemuHook,
+  qemuTransport,
+  registerQemuHook,
+  unregisterQemuHook,
+} from "../../tools/transport/qemu.ts";
 import {
   baseInitramfs,
   contentKey,
@@ -50,7 +56,7 @@ import {
   writeCpioGz,
 } from "./kernel_assets.ts";
 import { guestRuntime, type OfflineRuntime, repoRoot, vmCacheDir } from "./runtime_assets.ts";
-import { removeIfExists, writeFileAtomic } from "../../compiler/kernels/fs_util.ts";
+import { removeIfExists, sweepStale, writeFileAtomic } from "../../compiler/kernels/fs_util.ts";
 
 export type { VmArch, VmSeries };
 
@@ -196,15 +202,15 @@ class CtlSession {
   /** The first bytes of the line being written (to notice an `exit` line). */
   #lineHead = "";
 
-  constructor(cancel: () => void) {
+  constructor() {
     this.exited = new Promise((r) => this.#resolve = r);
+    // Cancelled when the client is done: what bpfd still sends until its end line is dropped.
     this.readable = new ReadableStream<Uint8Array>({
       start: (c) => {
         this.#controller = c;
       },
       cancel: () => {
         this.#cancelled = true;
-        cancel();
       },
     });
   }
@@ -324,7 +330,7 @@ class CtlMux {
           "(the VM serves one session at a time)",
       );
     }
-    const s: CtlSession = new CtlSession(() => {});
+    const s = new CtlSession();
     this.#current = s;
     while (this.#pending.length && this.#current === s) {
       this.#deliver(this.#pending.shift()!);
@@ -481,21 +487,22 @@ export interface PreparedVm {
   kernel: GuestKernel;
   /** The guest runtime. */
   runtime: OfflineRuntime;
-  /** The combined initramfs (base + project). */
-  initrd: string;
+  /** The initramfs archives, in unpack order: the base, then the project files. */
+  initrdParts: string[];
   /** Sizes. */
   sizes: VmSizes;
 }
 
 /**
  * Fetches and builds what a VM of (`arch`, `series`) boots: the kernel, the runtime, the base
- * initramfs and the per-run archive, concatenated into one initrd (cached by content).
+ * initramfs, and the project archive (`/init`, the agent, bpfd.js and its launcher; cached by
+ * content). {@link writeInitrd} joins the archives into the one file qemu takes.
  *
  * @example
  * ```ts
  * import { prepareVm } from "./lab.ts";
  * const p = await prepareVm({ arch: "x86_64", series: "6.12" });
- * console.log(p.kernel.release, p.initrd, p.sizes);
+ * console.log(p.kernel.release, p.initrdParts, p.sizes);
  * ```
  */
 export async function prepareVm(
@@ -505,22 +512,12 @@ export async function prepareVm(
   const kernel = await guestKernel(opts.arch, opts.series, { onProgress: say });
   const runtime = await guestRuntime(opts.arch);
   const base = await baseInitramfs(kernel, runtime.deno, { onProgress: say });
-  const files = [
-    `${GUEST}/init.sh`,
-    `${GUEST}/agent.sh`,
-    runtime.module,
-    runtime.launcher,
-  ];
-  const key = await contentKey([`${kernel.dir}/base.json`, ...files]);
-  const initrd = `${kernel.dir}/initrd-${key}.gz`;
-  const project = `${kernel.dir}/project-${key}.cpio.gz`;
-  let have = true;
-  try {
-    await Deno.stat(initrd);
-  } catch {
-    have = false;
-  }
-  if (!have) {
+  const files = [`${GUEST}/init.sh`, `${GUEST}/agent.sh`, runtime.module, runtime.launcher];
+  const key = await contentKey(files);
+  const projects = `${vmCacheDir()}/project`;
+  const project = `${projects}/project-${key}.cpio.gz`;
+  if (!(await Deno.stat(project).then(() => true, () => false))) {
+    await Deno.mkdir(projects, { recursive: true });
     const stage = await Deno.makeTempDir({ dir: vmCacheDir(), prefix: "work-" });
     try {
       for (const d of ["etc/bpfpack", "opt/bpfpack/bin", "opt/bpfpack/lib"]) {
@@ -531,40 +528,49 @@ export async function prepareVm(
       await Deno.copyFile(runtime.module, `${stage}/opt/bpfpack/lib/bpfd.js`);
       await Deno.copyFile(runtime.launcher, `${stage}/opt/bpfpack/bin/bpfd`);
       for (const f of ["init", "opt/bpfpack/bin/bpfd"]) await Deno.chmod(`${stage}/${f}`, 0o755);
-      await writeCpioGz(stage, project);
+      const tmp = `${project}.tmp-${Deno.pid}`;
+      await writeCpioGz(stage, tmp);
+      await Deno.rename(tmp, project);
     } finally {
       await removeIfExists(stage);
     }
-    // The kernel unpacks concatenated archives in order: the base, then the project files.
-    const tmp = `${initrd}.tmp-${Deno.pid}`;
-    const out = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    try {
-      for (const part of [base.path, project]) {
-        const f = await Deno.open(part);
-        await f.readable.pipeTo(out.writable, { preventClose: true });
-      }
-    } finally {
-      out.close();
-    }
-    await Deno.rename(tmp, initrd);
-    for await (const e of Deno.readDir(kernel.dir)) {
-      if (/^(initrd-.*\.gz|project-.*\.cpio\.gz)$/.test(e.name) && !e.name.includes(key)) {
-        await removeIfExists(`${kernel.dir}/${e.name}`);
-      }
-    }
+    // Archives of older project files; an hour's grace for a boot of another process.
+    await sweepStale(projects, { pattern: /^project-.*\.cpio\.gz$/, olderThanMs: 3600_000 });
   }
   return {
     kernel,
     runtime,
-    initrd,
+    initrdParts: [base.path, project],
     sizes: {
       kernel: (await Deno.stat(kernel.vmlinuz)).size,
       base: base.bytes,
-      project: (await Deno.stat(project).catch(() => ({ size: 0 }))).size,
+      project: (await Deno.stat(project)).size,
       deno: runtime.bytes.deno,
       module: runtime.bytes.module,
     },
   };
+}
+
+/**
+ * Writes the initrd of a prepared VM to `dest`: its archives concatenated (the kernel unpacks
+ * them in order, later files over earlier ones).
+ *
+ * @example
+ * ```ts
+ * import { prepareVm, writeInitrd } from "./lab.ts";
+ * await writeInitrd(await prepareVm({ arch: "aarch64", series: "6.1" }), "/tmp/initrd.gz");
+ * ```
+ */
+export async function writeInitrd(prep: PreparedVm, dest: string): Promise<void> {
+  const out = await Deno.open(dest, { write: true, create: true, truncate: true });
+  try {
+    for (const part of prep.initrdParts) {
+      const f = await Deno.open(part);
+      await f.readable.pipeTo(out.writable, { preventClose: true });
+    }
+  } finally {
+    out.close();
+  }
 }
 
 /**
@@ -619,7 +625,7 @@ export class Vm {
   readonly sizes: VmSizes;
   /** Durations in ms: `prepare`, `boot` (qemu start → first bpfd banner), and what tests add. */
   readonly timings: Record<string, number> = {};
-  /** The run directory (console.log, act.sock, qemu.pid). */
+  /** The run directory (initrd.gz, console.log, act.sock, qemu.pid), removed at shutdown. */
   readonly runDir: string;
   /** The launcher script for this (arch, series) (boots its own VM per session). */
   readonly launcher: string;
@@ -632,6 +638,7 @@ export class Vm {
   #running = true;
   #pumps: Promise<void>[] = [];
   #unload: () => void;
+  #hook: QemuHook;
   #shutdown: Promise<void> | null = null;
 
   /** @internal Use {@link bootVm}. */
@@ -676,7 +683,8 @@ export class Vm {
     });
     this.#unload = () => this.#killNow();
     globalThis.addEventListener("unload", this.#unload);
-    registerQemuHook(this.name, () => Promise.resolve(this.openChannel()));
+    this.#hook = () => Promise.resolve(this.openChannel());
+    registerQemuHook(this.name, this.#hook);
   }
 
   /** Whether qemu still runs. */
@@ -826,7 +834,7 @@ export class Vm {
   }
 
   async #doShutdown(now: boolean): Promise<void> {
-    unregisterQemuHook(this.name);
+    if (registeredHook(this.name) === this.#hook) unregisterQemuHook(this.name);
     const waitExit = async (ms: number) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
       const r = await Promise.race([
@@ -890,6 +898,7 @@ export async function bootVm(opts: BootOptions): Promise<Vm> {
   await sweepRuns(runs);
   const runDir = `${runs}/${arch}-${series}-${Deno.pid}-${++bootCount}`;
   await Deno.mkdir(runDir, { recursive: true });
+  await writeInitrd(prep, `${runDir}/initrd.gz`);
   const hardSecs = Math.ceil((opts.timeoutMs ?? 20 * 60_000) / 1000);
   const args = [
     "-k",
@@ -913,7 +922,7 @@ export async function bootVm(opts: BootOptions): Promise<Vm> {
     "-kernel",
     prep.kernel.vmlinuz,
     "-initrd",
-    prep.initrd,
+    `${runDir}/initrd.gz`,
     "-append",
     `console=${m.console} quiet panic=-1`,
     "-serial",
@@ -938,8 +947,11 @@ export async function bootVm(opts: BootOptions): Promise<Vm> {
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  let name = opts.name ?? `vm-${arch}-${series}`;
+  // Another VM of this process may hold the default name: count up.
+  for (let i = 2; !opts.name && registeredHook(name); i++) name = `vm-${arch}-${series}-${i}`;
   const vm = new Vm({
-    name: opts.name ?? `vm-${arch}-${series}`,
+    name,
     facts: {
       arch,
       series,
@@ -961,6 +973,15 @@ export async function bootVm(opts: BootOptions): Promise<Vm> {
   }
   say(`${prep.kernel.release} up: first bpfd banner ${(vm.timings.boot / 1000).toFixed(1)} s`);
   return vm;
+}
+
+/** The hook registered under `name` in this process, or null. */
+function registeredHook(name: string): QemuHook | null {
+  try {
+    return qemuHook(name);
+  } catch {
+    return null;
+  }
 }
 
 /** Removes run directories of processes that no longer exist. */

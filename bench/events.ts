@@ -37,7 +37,7 @@ import { connectRemote } from "../tools/transport/remote.ts";
 import { buildRunningBundles } from "../tools/client/bundle_build.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-const PAGES = 64;
+let PAGES = 64;
 
 /** One measurement. */
 export interface EventsRow {
@@ -250,6 +250,7 @@ if (import.meta.main) {
     options: {
       rates: { type: "string", default: "10000,25000,50000,100000,200000,400000,0" },
       seconds: { type: "string", default: "3" },
+      pages: { type: "string", default: "64" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -262,12 +263,14 @@ Usage: deno run -A bench/events.ts [--rates LIST] [--seconds S] [--json]
   --rates LIST   offered open() rates per second, comma-separated; 0 = unpaced
                  (default 10000,25000,50000,100000,200000,400000,0)
   --seconds S    generation time per rate and reader (default 3)
+  --pages N      perf buffer pages per CPU, a power of two (default 64, as opensnoop)
   --json         rows as JSON
 
 Needs root, gcc and taskset. A benchmark, not a test: it always exits 0 when it could run.`);
     Deno.exit(0);
   }
   const rates = values.rates!.split(",").map(Number);
+  PAGES = Number(values.pages);
   const rows = await benchEvents(rates, Number(values.seconds), (m) => console.error(m));
   if (values.json) console.log(JSON.stringify(rows));
   else {

@@ -301,6 +301,8 @@ export interface PackageInfo {
   size: number;
   /** `SHA256:` of the .deb as the archive lists it. */
   sha256?: string;
+  /** `Architecture:` (`amd64`, `arm64`, `all`); the `.deb` file name ends with it. */
+  architecture?: string;
 }
 
 function parseStanza(text: string): PackageInfo | undefined {
@@ -315,6 +317,7 @@ function parseStanza(text: string): PackageInfo | undefined {
     depends,
     size: Number(field("Size") ?? 0),
     sha256: field("SHA256"),
+    architecture: field("Architecture"),
   };
 }
 

@@ -305,9 +305,10 @@ async function fetchDebsLocked(ctx: Ctx, infos: PackageInfo[]): Promise<string[]
     if (e.name.endsWith(".deb")) have.set(e.name, `${debs}/${e.name}`);
   }
   const encodeVersion = (v: string) => v.replace(/:/g, "%3a");
-  const missing = infos.filter((i) =>
-    ![...have.keys()].some((f) => f.startsWith(`${i.name}_${encodeVersion(i.version)}_`))
-  );
+  // `name_version_arch.deb`: the arch matters, the same name and version exist per architecture.
+  const prefixOf = (i: PackageInfo) =>
+    `${i.name}_${encodeVersion(i.version)}_${i.architecture ? `${i.architecture}.deb` : ""}`;
+  const missing = infos.filter((i) => ![...have.keys()].some((f) => f.startsWith(prefixOf(i))));
   if (missing.length > 0) {
     const total = missing.reduce((n, i) => n + i.size, 0);
     say(`downloading ${missing.map((i) => `${i.name} ${i.version}`).join(", ")} (${mb(total)})`);
@@ -321,7 +322,7 @@ async function fetchDebsLocked(ctx: Ctx, infos: PackageInfo[]): Promise<string[]
   }
   const paths: string[] = [];
   for (const info of infos) {
-    const prefix = `${info.name}_${encodeVersion(info.version)}_`;
+    const prefix = prefixOf(info);
     let file: string | undefined;
     for await (const e of Deno.readDir(debs)) {
       if (e.name.startsWith(prefix) && e.name.endsWith(".deb")) file = `${debs}/${e.name}`;

@@ -110,9 +110,12 @@ export function launcherHook(
  * try { qemuHook("x86_64"); } catch (e) { console.error((e as Error).message); }
  * ```
  */
-export function qemuHook(name: string): QemuHook {
+export function qemuHook(
+  name: string,
+  opts: { onStderr?: (text: string) => void } = {},
+): QemuHook {
   const h = hooks.get(name);
-  if (!h && name.includes("/")) return launcherHook(name);
+  if (!h && name.includes("/")) return launcherHook(name, opts);
   if (!h) {
     const known = [...hooks.keys()];
     throw new Error(

@@ -203,7 +203,7 @@ export function transportFor(
     case "adb":
       return adbTransport({ serial: s.serial, su: s.su, bpfd: s.bpfd, onStderr: opts.onStderr });
     case "qemu":
-      return qemuTransport(qemuHook(s.name), s.name);
+      return qemuTransport(qemuHook(s.name, { onStderr: opts.onStderr }), s.name);
     case "replay":
       return replayTransport(s.file);
   }

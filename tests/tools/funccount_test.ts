@@ -1,5 +1,6 @@
 // The funccount host tool: pattern handling and BCC-style output; on a kernel without kprobes
 // (this machine) the one clear error, on a kernel with kprobes a real count of vfs_read.
+import { replayFixture } from "./fixtures/record.ts";
 import assert from "../support/assert.ts";
 import { ROOT } from "../support/bpfd.ts";
 import { buildRunningBundles } from "../../tools/client/bundle_build.ts";
@@ -165,4 +166,13 @@ Deno.test("funccount tool: usage errors exit 2 before connecting", async () => {
     assert.equal(r.code, 2, args.join(" "));
     assert.match(new TextDecoder().decode(r.stderr), /^funccount: .*\(see --help\)\n$/);
   }
+});
+
+Deno.test("funccount tool: a session recorded in the arm64 6.1 VM replays to the same output", async () => {
+  const r = await replayFixture("funccount");
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, r.expected);
+  // A real session on a kernel with kprobes: vfs_read was called while it traced.
+  assert.match(r.expected, /^vfs_read\s+[1-9]\d*$/m);
+  assert.match(r.stderr, /on aarch64 6\.1\.\S+-cloud-arm64 \(headers object\)/);
 });

@@ -4,8 +4,8 @@
  *
  * A C generator (`bench/c/opengen.c`) calls `openat()` on a missing path at a paced rate for a
  * few seconds; opensnoop's bundle (core, running kernel), filtered to the generator's pid,
- * sends one 304-byte record per call through per-CPU perf buffers (64 pages each, as the tool
- * uses). Two readers, one after the other, at each offered rate:
+ * sends one 304-byte record per call through per-CPU perf buffers (256 pages each, as the tool
+ * uses; `--pages`). Two readers, one after the other, at each offered rate:
  *
  * - **protocol**: the runtime as a local child (process transport), read by the typed client
  *   with `PERF_READER_POLL` — what `opensnoop` does;
@@ -37,7 +37,7 @@ import { connectRemote } from "../tools/transport/remote.ts";
 import { buildRunningBundles } from "../tools/client/bundle_build.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
-let PAGES = 64;
+let PAGES = 256;
 
 /** One measurement. */
 export interface EventsRow {
@@ -86,6 +86,30 @@ function startGenerator(bin: string, rate: number, seconds: number) {
   };
 }
 
+/**
+ * Counts what a reader got while the generator runs: `add` per batch; `over` once the generator
+ * has exited and two batches in a row came back empty (the buffers are drained).
+ */
+function tally(gen: ReturnType<typeof startGenerator>) {
+  const t = {
+    received: 0,
+    lost: 0,
+    finished: false,
+    quiet: 0,
+    add(samples: number, lost: number) {
+      t.received += samples;
+      t.lost += lost;
+      t.quiet = t.finished && samples + lost === 0 ? t.quiet + 1 : 0;
+    },
+    over: () => t.finished && t.quiet >= 2,
+    done: gen.done.then((r) => {
+      t.finished = true;
+      return r;
+    }),
+  };
+  return t;
+}
+
 async function viaProtocol(
   bin: string,
   bundle: string,
@@ -104,21 +128,14 @@ async function viaProtocol(
         await c.attachProg(p.fd);
       } catch { /* openat2 is optional */ }
     }
-    let received = 0;
-    let lost = 0;
-    let finished = false;
-    const done = gen.done.then((r) => {
-      finished = true;
-      return r;
-    });
+    const t = tally(gen);
     await gen.go();
-    let quiet = 0;
     await c.pollStream(100, (evs) => {
-      for (const e of evs) e.kind === "lost" ? lost += e.count : received++;
-      quiet = finished && evs.length === 0 ? quiet + 1 : 0;
-    }, { readers, stop: () => finished && quiet >= 2 });
-    const g = await done;
-    return row("protocol", rate, g, received, lost);
+      let n = 0, lost = 0;
+      for (const e of evs) e.kind === "lost" ? lost += e.count : n++;
+      t.add(n, lost);
+    }, { readers, stop: t.over });
+    return row("protocol", rate, await t.done, t.received, t.lost);
   } finally {
     await c.close();
   }
@@ -159,31 +176,19 @@ async function direct(
       dv.setInt32(i * 8, r.fd, true);
       dv.setInt16(i * 8 + 4, 1, true); // POLLIN
     });
-    let received = 0;
-    let lost = 0;
-    let finished = false;
-    const done = gen.done.then((r) => {
-      finished = true;
-      return r;
-    });
+    const t = tally(gen);
     await gen.go();
-    let quiet = 0;
-    while (!finished || quiet < 2) {
+    while (!t.over()) {
       // A short poll timeout keeps the event loop turning (the generator's exit is a promise).
       libc.poll(pfd, BigInt(readers.length), 10);
-      let n = 0;
+      let got = 0, lost = 0;
       for (const r of readers) {
-        let got = 0;
-        const d = r.drain(() => got++); // a callback sees each sample in place, as the runtime does
-        n += got + d.lost;
-        received += got;
-        lost += d.lost;
+        lost += r.drain(() => got++).lost; // a callback sees each sample in place, as the runtime does
       }
-      quiet = finished && n === 0 ? quiet + 1 : 0;
+      t.add(got, lost);
       await new Promise((r) => setTimeout(r, 0));
     }
-    const g = await done;
-    return row("direct", rate, g, received, lost);
+    return row("direct", rate, await t.done, t.received, t.lost);
   } finally {
     for (const a of attached) detachProgram(a);
     for (const r of readers) r.close();
@@ -250,7 +255,7 @@ if (import.meta.main) {
     options: {
       rates: { type: "string", default: "10000,25000,50000,100000,200000,400000,0" },
       seconds: { type: "string", default: "3" },
-      pages: { type: "string", default: "64" },
+      pages: { type: "string", default: "256" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
@@ -263,7 +268,7 @@ Usage: deno run -A bench/events.ts [--rates LIST] [--seconds S] [--json]
   --rates LIST   offered open() rates per second, comma-separated; 0 = unpaced
                  (default 10000,25000,50000,100000,200000,400000,0)
   --seconds S    generation time per rate and reader (default 3)
-  --pages N      perf buffer pages per CPU, a power of two (default 64, as opensnoop)
+  --pages N      perf buffer pages per CPU, a power of two (default 256, as opensnoop)
   --json         rows as JSON
 
 Needs root, gcc and taskset. A benchmark, not a test: it always exits 0 when it could run.`);

@@ -32,8 +32,10 @@ import {
   DENO_VERSION,
   elfMachine,
   parseArch,
+  parseArchList,
   ROOT,
 } from "./offline.ts";
+import { ElfFile } from "../artifacts/elf.ts";
 
 /** The `deno compile --target` triple of each supported architecture. */
 export const TARGETS: Record<Arch, string> = {
@@ -176,70 +178,11 @@ export async function stageRuntime(
   }
 }
 
-/** One section of an ELF64 little-endian file. */
-export interface ElfSection {
-  /** Section name (`.text`, `.note.sui`, …). */
-  name: string;
-  /** File offset. */
-  offset: number;
-  /** Size in bytes. */
-  size: number;
-}
-
-async function readAt(f: Deno.FsFile, offset: number, n: number): Promise<Uint8Array> {
-  await f.seek(offset, Deno.SeekMode.Start);
-  const b = new Uint8Array(n);
-  let got = 0;
-  while (got < n) {
-    const r = await f.read(b.subarray(got));
-    if (r === null) {
-      throw new CompileError(`unexpected end of file reading ${n} bytes at ${offset}`);
-    }
-    got += r;
-  }
-  return b;
-}
-
-/** The section headers of an ELF64 little-endian file (empty if it is not one). */
-export async function elfSections(path: string): Promise<ElfSection[]> {
-  const f = await Deno.open(path);
-  try {
-    const h = await readAt(f, 0, 64);
-    if (h[0] !== 0x7f || h[1] !== 0x45 || h[4] !== 2 || h[5] !== 1) return [];
-    const v = new DataView(h.buffer);
-    const shoff = Number(v.getBigUint64(0x28, true));
-    const shentsize = v.getUint16(0x3a, true);
-    const shnum = v.getUint16(0x3c, true);
-    const shstrndx = v.getUint16(0x3e, true);
-    if (!shoff || shentsize < 64 || shstrndx >= shnum) return [];
-    const t = await readAt(f, shoff, shentsize * shnum);
-    const tv = new DataView(t.buffer);
-    const raw = [...Array(shnum).keys()].map((i) => ({
-      nameOff: tv.getUint32(i * shentsize, true),
-      offset: Number(tv.getBigUint64(i * shentsize + 0x18, true)),
-      size: Number(tv.getBigUint64(i * shentsize + 0x20, true)),
-    }));
-    const strs = await readAt(f, raw[shstrndx].offset, raw[shstrndx].size);
-    const dec = new TextDecoder();
-    return raw.map((s) => {
-      const end = strs.indexOf(0, s.nameOff);
-      return { name: dec.decode(strs.subarray(s.nameOff, end < 0 ? undefined : end)), ...s };
-    }).map(({ name, offset, size }) => ({ name, offset, size }));
-  } finally {
-    f.close();
-  }
-}
-
 /** The bytes `deno compile` embedded in an executable (its {@link PAYLOAD_SECTION}), or null. */
-export async function readPayload(path: string): Promise<Uint8Array | null> {
-  const s = (await elfSections(path)).find((x) => x.name === PAYLOAD_SECTION);
-  if (!s) return null;
-  const f = await Deno.open(path);
-  try {
-    return await readAt(f, s.offset, s.size);
-  } finally {
-    f.close();
-  }
+export function readPayload(path: string): Uint8Array | null {
+  const elf = ElfFile.open(path);
+  const s = elf.section(PAYLOAD_SECTION);
+  return s ? elf.sectionData(s).slice() : null;
 }
 
 /** The base binary `deno compile` should use for `arch`, from the environment, or null. */
@@ -336,7 +279,7 @@ export async function compileRuntime(opts: CompileOptions): Promise<Compiled> {
     let m: number | null;
     try {
       baseBytes = (await Deno.stat(base)).size;
-      m = await elfMachine(base);
+      m = elfMachine(base);
     } catch {
       throw new CompileError(
         `DENORT_BIN=${base} does not exist; point it at an unpacked denort for ${TARGETS[arch]}`,
@@ -416,11 +359,11 @@ export async function checkExecutable(
 ): Promise<ExecutableCheck> {
   const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
   const size = (await Deno.stat(path)).size;
-  const m = await elfMachine(path);
+  const m = elfMachine(path);
   if (m !== DENO_PACKAGES[opts.arch].elfMachine) {
     throw new CompileError(`${path}: ELF machine ${m}, not ${opts.arch}`);
   }
-  const payload = await readPayload(path);
+  const payload = readPayload(path);
   if (payload) {
     if (payload.length > opts.stagedBytes * 1.25 + 262_144) {
       throw new CompileError(
@@ -498,18 +441,14 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const arches: Arch[] = [];
-  for (const s of (values.target ?? [...ARCHES]).flatMap((t) => t.split(",")).filter(Boolean)) {
-    const a = parseTarget(s);
-    if (!a) {
-      console.error(
-        `compile: unsupported target ${JSON.stringify(s)}: use ${
-          ARCHES.map((x) => `${x} (${TARGETS[x]})`).join(" or ")
-        }`,
-      );
-      return 2;
-    }
-    if (!arches.includes(a)) arches.push(a);
+  const { arches, bad } = parseArchList(values.target, parseTarget);
+  if (bad !== undefined) {
+    console.error(
+      `compile: unsupported target ${JSON.stringify(bad)}: use ${
+        ARCHES.map((x) => `${x} (${TARGETS[x]})`).join(" or ")
+      }`,
+    );
+    return 2;
   }
   if (values.output && arches.length !== 1) {
     console.error("compile: --output needs exactly one --target (use --out DIR for several)");

@@ -22,6 +22,7 @@
  * @module
  */
 
+import { ElfError, ElfFile } from "../artifacts/elf.ts";
 import { parseArgs } from "../artifacts/cli.ts";
 
 /** The pinned Deno version (as scripts/setup.sh and scripts/deno/package.json). */
@@ -123,22 +124,31 @@ export async function sha256File(path: string): Promise<string> {
  * The ELF `e_machine` of a 64-bit little-endian executable (62 x86_64, 183
  * aarch64), or null if the file is not one.
  */
-export async function elfMachine(path: string): Promise<number | null> {
-  const f = await Deno.open(path);
+export function elfMachine(path: string): number | null {
   try {
-    const h = new Uint8Array(20);
-    let n = 0;
-    while (n < h.length) {
-      const r = await f.read(h.subarray(n));
-      if (r === null) break;
-      n += r;
-    }
-    if (n < 20 || h[0] !== 0x7f || h[1] !== 0x45 || h[2] !== 0x4c || h[3] !== 0x46) return null;
-    if (h[4] !== 2 || h[5] !== 1) return null; // ELFCLASS64, ELFDATA2LSB
-    return h[18] | (h[19] << 8);
-  } finally {
-    f.close();
+    return ElfFile.open(path).header.machine;
+  } catch (e) {
+    if (e instanceof ElfError) return null;
+    throw e;
   }
+}
+
+/**
+ * The architectures named by repeated and/or comma-separated CLI values
+ * (`undefined`: all), deduplicated; the first unknown name is returned as
+ * `bad` so the caller can say what it accepts.
+ */
+export function parseArchList(
+  values: string[] | undefined,
+  parse: (s: string) => Arch | null,
+): { arches: Arch[]; bad?: string } {
+  const arches: Arch[] = [];
+  for (const s of (values ?? [...ARCHES]).flatMap((v) => v.split(",")).filter(Boolean)) {
+    const a = parse(s);
+    if (!a) return { arches, bad: s };
+    if (!arches.includes(a)) arches.push(a);
+  }
+  return { arches };
 }
 
 async function listFiles(dir: string, rel = ""): Promise<string[]> {
@@ -266,7 +276,7 @@ export async function targetDeno(arch: Arch): Promise<string> {
     const dir = `${ROOT}/scripts/deno/node_modules/${pkg.name}`;
     try {
       const v = JSON.parse(await Deno.readTextFile(`${dir}/package.json`)).version;
-      if (v === DENO_VERSION && (await elfMachine(`${dir}/deno`)) === pkg.elfMachine) {
+      if (v === DENO_VERSION && elfMachine(`${dir}/deno`) === pkg.elfMachine) {
         return `${dir}/deno`;
       }
     } catch { /* not installed: fetch it */ }
@@ -304,7 +314,7 @@ export async function targetDeno(arch: Arch): Promise<string> {
   try {
     const r = await run("tar", ["-xzf", tgz, "-C", x, "package/deno"]);
     if (!r.ok) throw new OfflineError(`cannot unpack ${tgz}: ${r.stderr}; delete it and run again`);
-    const got = await elfMachine(`${x}/package/deno`);
+    const got = elfMachine(`${x}/package/deno`);
     if (got !== pkg.elfMachine) {
       throw new OfflineError(
         `${pkg.name}'s deno has ELF machine ${got}, want ${pkg.elfMachine}; delete ${tgz}`,
@@ -492,14 +502,10 @@ async function main(args: string[]): Promise<number> {
     console.log(HELP);
     return 0;
   }
-  const arches: Arch[] = [];
-  for (const s of (values.arch ?? [...ARCHES]).flatMap((a) => a.split(","))) {
-    const a = parseArch(s);
-    if (!a) {
-      console.error(`offline: unknown arch ${JSON.stringify(s)}: use x86_64 or aarch64`);
-      return 2;
-    }
-    if (!arches.includes(a)) arches.push(a);
+  const { arches, bad } = parseArchList(values.arch, parseArch);
+  if (bad !== undefined) {
+    console.error(`offline: unknown arch ${JSON.stringify(bad)}: use x86_64 or aarch64`);
+    return 2;
   }
   const results: Record<string, OfflineRuntime> = {};
   try {

@@ -2,12 +2,12 @@
 // `deno compile` run against a stand-in base binary, and the message when denort cannot be had.
 import assert from "../support/assert.ts";
 import { runningBundles } from "../support/bundles.ts";
+import { ElfFile } from "../../artifacts/elf.ts";
 import {
   checkExecutable,
   compileArgs,
   CompileError,
   compileRuntime,
-  elfSections,
   PAYLOAD_SECTION,
   readPayload,
   stageRuntime,
@@ -140,7 +140,7 @@ Deno.test("deno compile with a stand-in base (the x86_64 deno, not a real denort
   const size = (await Deno.stat(c.output)).size;
   assert.equal(c.bytes.output, size);
   assert.equal(c.bytes.base, baseBytes);
-  const sec = (await elfSections(c.output)).find((s) => s.name === PAYLOAD_SECTION);
+  const sec = ElfFile.open(c.output).section(PAYLOAD_SECTION);
   assert.ok(sec, `no ${PAYLOAD_SECTION} section`);
   assert.equal(c.bytes.payload, sec.size);
   // The payload is what was staged plus metadata (kB), never node_modules or a binary.
@@ -148,7 +148,7 @@ Deno.test("deno compile with a stand-in base (the x86_64 deno, not a real denort
   // ≈ base + payload: libsui adds the payload as a new segment, aligned (≤ 2 × 2 MiB padding).
   const extra = size - baseBytes - sec.size;
   assert.ok(extra >= 0 && extra <= 4 * 1024 * 1024, `output − base − payload = ${extra}`);
-  const payload = (await readPayload(c.output))!;
+  const payload = readPayload(c.output)!;
   assert.ok(indexOf(payload, await Deno.readFile((await bundleRuntime()).path)) >= 0, "runtime");
   assert.ok(indexOf(payload, await Deno.readFile(bundle)) >= 0, "bundle bytes");
   const text = new TextDecoder("latin1").decode(payload);

@@ -15,8 +15,8 @@
  * @module
  */
 
-/** Absolute path of the repository root (no trailing slash). */
-export const ROOT: string = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+import { ROOT } from "../support/bpfd.ts";
+export { ROOT };
 
 /** What a tool run produced. */
 export interface ToolRun {

@@ -17,8 +17,7 @@ import { runningBundles } from "../support/bundles.ts";
 import { asm, insn, ldMap } from "../../tools/client/asm.ts";
 import { defaultBpfdCommand, shellQuote } from "../../tools/transport/process.ts";
 
-/** Absolute path of the repository root. */
-export const ROOT: string = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+export { ROOT } from "../support/bpfd.ts";
 
 /** The runtime's command line with a private bundle cache (so `have` is deterministic). */
 export function bpfdArgs(cacheDir: string): string[] {
@@ -34,32 +33,6 @@ export function bpfdShellCommand(cacheDir: string): string {
 /** The opensnoop bundle (core, running kernel), built once per test run; returns the `.tar`. */
 export async function opensnoopBundle(): Promise<string> {
   return `${await runningBundles()}/opensnoop.oci.tar`;
-}
-
-/** Decoded `struct opensnoop_event` (tools/opensnoop/opensnoop.h). */
-export interface OpenEvent {
-  pid: number;
-  tid: number;
-  ret: number;
-  comm: string;
-  path: string;
-}
-
-/** Decodes an opensnoop record (little-endian). */
-export function decodeOpenEvent(b: Uint8Array): OpenEvent {
-  const dv = new DataView(b.buffer, b.byteOffset, b.length);
-  const str = (o: number, n: number) => {
-    const s = b.subarray(o, o + n);
-    const z = s.indexOf(0);
-    return new TextDecoder().decode(z < 0 ? s : s.subarray(0, z));
-  };
-  return {
-    pid: dv.getUint32(8, true),
-    tid: dv.getUint32(12, true),
-    ret: dv.getInt32(20, true),
-    comm: str(32, 16),
-    path: str(48, 256),
-  };
 }
 
 /**

@@ -14,12 +14,12 @@ import { RawClient } from "../../tools/client/raw.ts";
 import {
   bpfdArgs,
   bpfdShellCommand,
-  decodeOpenEvent,
   fakeAdb,
   opensnoopBundle,
   sshdPath,
   startSshd,
 } from "./support.ts";
+import { decodeOpenEvent } from "../../tools/opensnoop/opensnoop.ts";
 
 const u32 = (n: number) => new Uint8Array(new Uint32Array([n]).buffer);
 const u64 = (n: bigint) => new Uint8Array(new BigUint64Array([n]).buffer);

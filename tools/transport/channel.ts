@@ -199,7 +199,7 @@ export class ChannelClient extends RawClient {
   }
 
   #observe(line: string): void {
-    this.#recent.push(line.length > 200 ? `${line.slice(0, 200)}…` : line);
+    this.#recent.push(line); // shortened only when an error quotes it (this runs per event line)
     if (this.#recent.length > STRAY_KEEP) this.#recent.shift();
     if (line === START) this.#inResponse = true;
     else if (line === END) this.#inResponse = false;
@@ -229,7 +229,9 @@ export class ChannelClient extends RawClient {
     const msg = e.message;
     if (/garbled/.test(msg)) {
       return new TransportError(
-        `${d}: ${msg} (last lines received: ${JSON.stringify(this.#recent)}); the stream is out ` +
+        `${d}: ${msg} (last lines received: ${
+          JSON.stringify(this.#recent.map((l) => l.length > 200 ? `${l.slice(0, 200)}…` : l))
+        }); the stream is out ` +
           "of sync: close this session and start a new one",
         "garbled",
       );

@@ -22,6 +22,7 @@
  * @module
  */
 
+import { sha256 } from "../artifacts/oci.ts";
 import { ElfError, ElfFile } from "../artifacts/elf.ts";
 import { parseArgs } from "../artifacts/cli.ts";
 
@@ -117,7 +118,7 @@ async function run(
 
 /** sha256 of a file as lowercase hex. */
 export async function sha256File(path: string): Promise<string> {
-  return new Uint8Array(await crypto.subtle.digest("SHA-256", await Deno.readFile(path))).toHex();
+  return (await sha256(await Deno.readFile(path))).slice("sha256:".length);
 }
 
 /**
